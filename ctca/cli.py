@@ -1,0 +1,112 @@
+"""The ``ctca`` command: what people run by hand next to ``dvc repro`` / ``dvc exp run``.
+
+    ctca check-params [params.yaml]     validate a params file (unknown keys, bad values)
+    ctca synth OUT [--seed N ...]       render a SynthSign corpus outside the pipeline
+    ctca ui [--port 5000]               open the MLflow UI on the project's store
+    ctca sync-exps                      tag MLflow runs with their DVC experiment commit
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _check_params(args: argparse.Namespace) -> int:
+    from ctca.config import ConfigError, load_params
+
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.params}: ok (method={params.model.method}, tam.depth={params.tam.depth}, "
+          f"dataset={params.data.dataset})")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from ctca.data.synthetic import SynthConfig, generate
+
+    cfg = SynthConfig(seed=args.seed, vocab_size=args.vocab_size, n_train=args.n_train, n_dev=args.n_dev,
+                      n_test=args.n_test, from_corpus=args.from_corpus or "")
+    summary = generate(cfg, Path(args.out), workers=args.workers)
+    print({k: v for k, v in summary.items() if not isinstance(v, list | dict)})
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from ctca.tracking import tracking_uri
+
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    cmd = ["mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", args.host, "--port", str(args.port),
+           "--workers", "1"]
+    print(" ".join(cmd), file=sys.stderr)
+    return subprocess.call(cmd, env=env)
+
+
+def _sync_exps(args: argparse.Namespace) -> int:
+    """Experiment commits exist only after a DVC experiment finishes: add them to its runs afterwards."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ctca.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(args.experiment)
+    if exp is None:
+        print(f"no MLflow experiment {args.experiment!r} in {tracking_uri()}", file=sys.stderr)
+        return 2
+    refs = subprocess.check_output(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
+                                   text=True)
+    tagged = 0
+    for line in refs.splitlines():
+        sha, ref = line.split()
+        parts = ref.split("/")  # refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
+        if len(parts) != 5:
+            continue
+        for run in client.search_runs([exp.experiment_id], filter_string=f"tags.`dvc.exp_name` = '{parts[4]}'"):
+            client.set_tag(run.info.run_id, "dvc.exp_rev", sha)
+            tagged += 1
+    print(f"tagged {tagged} runs")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ctca", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-params", help="validate a params file")
+    p.add_argument("params", nargs="?", default="params.yaml")
+    p.set_defaults(func=_check_params)
+
+    p = sub.add_parser("synth", help="render a SynthSign corpus in the PHOENIX-2014 layout")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=int, default=40)
+    p.add_argument("--n-train", type=int, default=600)
+    p.add_argument("--n-dev", type=int, default=100)
+    p.add_argument("--n-test", type=int, default=100)
+    p.add_argument("--from-corpus", help="a PHOENIX corpus CSV or STM whose sentences to render")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("ui", help="MLflow UI on the project's store (lean: 1 worker, no job runner)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_ui)
+
+    p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
+    p.add_argument("--experiment", default="ctca")
+    p.set_defaults(func=_sync_exps)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

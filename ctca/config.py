@@ -1,0 +1,358 @@
+"""Typed, validated sections of ``params.yaml``: one frozen dataclass per section.
+
+Unknown keys, missing keys, wrong types and out-of-range values are refused with an error naming
+the key (``tam.depth``) and what is allowed, so a typo in ``dvc exp run -S`` never runs silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params key is unknown, missing or has an invalid value."""
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["synthetic", "phoenix2014"] = "synthetic"
+    root: str = "data/synthsign"  # relative paths are relative to the project root
+    max_bad_fraction: float = 0.05  # extract_frames fails when more videos than this are unreadable
+
+    def validate(self, p: str) -> None:
+        _check(0.0 <= self.max_bad_fraction <= 1.0, f"{p}.max_bad_fraction", self.max_bad_fraction, "0 <= x <= 1")
+        _check(bool(self.root), f"{p}.root", self.root, "a non-empty path")
+
+
+@dataclass(frozen=True)
+class SynthConfigSection:
+    """Generator knobs of the SynthSign corpus (the full list and meaning: ctca.data.synthetic.SynthConfig)."""
+
+    seed: int = 0
+    vocab_size: int = 40
+    n_train: int = 600
+    n_dev: int = 100
+    n_test: int = 100
+    n_signers: int = 8
+    held_out_signers: int = 2
+    split_mode: Literal["multisigner", "signer_independent"] = "multisigner"
+    min_len: int = 3
+    max_len: int = 12
+    rest_prob: float = 0.5
+    sign_frames: int = 8
+    transition_frames: int = 3
+    noise: float = 0.04
+    signer_variation: float = 1.0
+    from_corpus: str = ""
+    workers: int = 2
+
+    def generator_config(self):
+        from ctca.data.synthetic import SynthConfig
+
+        return SynthConfig(**{k: v for k, v in to_dict(self).items() if k != "workers"})
+
+    def validate(self, p: str) -> None:
+        _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        # dev is needed for model selection; test for the report
+        for k in ("n_dev", "n_test"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
+        try:  # the generator's own checks, reported under this section's key names
+            self.generator_config()
+        except ValueError as exc:
+            raise ConfigError(f"{p}.{exc}") from None
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    size: int = 40  # frames resized to size x size (the reference code uses 256)
+    workers: int = 2
+
+    def validate(self, p: str) -> None:
+        _check(8 <= self.size <= 512, f"{p}.size", self.size, "8 <= size <= 512")
+        _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    crop: int = 32  # random crop in training, center crop in evaluation (the reference: 224 of 256)
+    flip: float = 0.5
+    temporal_rescale: float = 0.2
+    min_frames: int = 16
+    max_frames: int = 230
+    batch_size: int = 8
+    num_workers: int = 0
+
+    def validate(self, p: str) -> None:
+        _check(self.crop >= 8, f"{p}.crop", self.crop, "an integer >= 8 and <= frames.size")
+        _check(0.0 <= self.flip <= 1.0, f"{p}.flip", self.flip, "0 <= x <= 1")
+        _check(0.0 <= self.temporal_rescale < 1.0, f"{p}.temporal_rescale", self.temporal_rescale, "0 <= x < 1")
+        _check(1 <= self.min_frames <= self.max_frames, f"{p}.min_frames", self.min_frames,
+               f"1 <= x <= {p}.max_frames")
+        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.num_workers >= 0, f"{p}.num_workers", self.num_workers, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class SpmConfig:
+    """Spatial perception module (SPM) and its pretraining stage."""
+
+    arch: Literal["compact"] = "compact"
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    pretrain_epochs: int = 3
+    pretrain_depth: int = 2  # a shallow TAM trains the SPM more thoroughly (CTCA's empirical finding)
+    pretrain_lr: float = 1e-3
+
+    def validate(self, p: str) -> None:
+        _check(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), f"{p}.channels", self.channels,
+               "a non-empty list of positive integers")
+        _check(self.pretrain_epochs >= 0, f"{p}.pretrain_epochs", self.pretrain_epochs,
+               "an integer >= 0 (0 = no pretraining)")
+        _check(1 <= self.pretrain_depth <= 8, f"{p}.pretrain_depth", self.pretrain_depth, "1 <= x <= 8")
+        _check(self.pretrain_lr > 0, f"{p}.pretrain_lr", self.pretrain_lr, "> 0")
+
+
+@dataclass(frozen=True)
+class TamConfig:
+    """Temporal aggregation module (TAM). ``depth`` is the chain depth, see ctca.models.tam."""
+
+    depth: int = 4
+    hidden: int = 256
+    dropout: float = 0.3
+
+    def validate(self, p: str) -> None:
+        _check(1 <= self.depth <= 8, f"{p}.depth", self.depth, "1 <= depth <= 8 (4 = VAC's K5-P2-K5-P2 + 2 BiLSTM)")
+        _check(self.hidden >= 2 and self.hidden % 2 == 0, f"{p}.hidden", self.hidden, "an even integer >= 2")
+        _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "0 <= x < 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    method: Literal["baseline"] = "baseline"  # vac, smkd, ctca: see the methods issue
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    seq_ctc: float = 1.0
+    conv_ctc: float = 1.0
+    va: float = 25.0
+    l2g: float = 1.0
+    g2l: float = 1.0
+    rc: float = 1.0
+    cmd: float = 0.1
+
+    def validate(self, p: str) -> None:
+        for f in dataclasses.fields(self):
+            _check(getattr(self, f.name) >= 0, f"{p}.{f.name}", getattr(self, f.name), ">= 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss toggles and weights; the CCKD terms (l2g, g2l, rc, cmd) act only with model.method=ctca."""
+
+    l2g: bool = True
+    g2l: bool = True
+    rc: bool = True
+    cmd: bool = True
+    weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = (8, 11)
+    gamma: float = 0.2
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 on CUDA, off on CPU
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def validate(self, p: str) -> None:
+        _check(self.epochs >= 1, f"{p}.epochs", self.epochs, "an integer >= 1")
+        _check(self.lr > 0, f"{p}.lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, ">= 0")
+        _check(list(self.milestones) == sorted(set(self.milestones)) and all(m >= 1 for m in self.milestones),
+               f"{p}.milestones", self.milestones, "strictly increasing epochs >= 1")
+        _check(0 < self.gamma <= 1, f"{p}.gamma", self.gamma, "0 < x <= 1")
+        _check(self.threads >= 0, f"{p}.threads", self.threads, "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam_width: int = 1  # 1 = greedy; > 1 = CTC prefix beam search
+
+    def validate(self, p: str) -> None:
+        _check(1 <= self.beam_width <= 256, f"{p}.beam_width", self.beam_width, "1 <= x <= 256")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    splits: tuple[str, ...] = ("dev", "test")
+    batch_size: int = 16
+
+    def validate(self, p: str) -> None:
+        _check(len(self.splits) > 0 and set(self.splits) <= {"train", "dev", "test"}, f"{p}.splits", self.splits,
+               "a non-empty subset of [train, dev, test]")
+        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "ctca"
+
+    def validate(self, p: str) -> None:
+        _check(bool(self.experiment), f"{p}.experiment", self.experiment, "a non-empty MLflow experiment name")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole ``params.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfigSection = field(default_factory=SynthConfigSection)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    spm: SpmConfig = field(default_factory=SpmConfig)
+    tam: TamConfig = field(default_factory=TamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self, p: str = "") -> None:
+        _check(self.data.dataset != "synthetic" or self.data.root == "data/synthsign", "data.root", self.data.root,
+               "'data/synthsign' when data.dataset=synthetic (the synthesize stage writes it)")
+        _check(self.loader.crop <= self.frames.size, "loader.crop", self.loader.crop,
+               f"<= frames.size ({self.frames.size})")
+
+    def section(self, name: str) -> dict:
+        return to_dict(getattr(self, name))
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; build nested dataclasses; lists become tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}={value!r} is invalid; expected {_type_name(tp)}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation for {key}")  # keep sections simple
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is invalid; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} is invalid; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}={value!r} is invalid; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r} is invalid; expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'params.yaml'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "params.yaml"
+        keys = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
+        raise ConfigError(f"unknown key(s) {keys} in {where}; allowed keys: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], f"{prefix}.{name}" if prefix else name)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+def parse_params(data: dict) -> Params:
+    """Validate a params mapping (as loaded from YAML); missing keys take the documented defaults."""
+    return _build(Params, data, "")
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return parse_params(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def fingerprint(*sections: Any) -> str:
+    """A stable hash of config sections (a checkpoint resumes only under the same fingerprint)."""
+    blob = json.dumps([to_dict(s) for s in sections], sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,112 @@
+"""Decode a split of the clip store with a trained recognizer and score it against its references.
+
+References are the full gloss strings of the corpus (out-of-vocabulary glosses included), so a
+model can never look better by dropping what it cannot predict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ctca.data.cache import ClipSplit
+from ctca.data.loader import AugmentConfig, ClipDataset, make_loader
+from ctca.data.vocab import Vocabulary
+from ctca.decode import Decoder
+from ctca.losses.ctc import ctc_loss
+from ctca.scoring.wer import Alignment, WerResult, score_by_group, score_corpus
+
+
+@dataclass
+class SplitEval:
+    split: str
+    result: WerResult
+    hyps: dict[str, list[str]]
+    refs: dict[str, list[str]]
+    alignments: dict[str, Alignment]
+    per_signer: dict[str, WerResult]
+    loss: float  # mean CTC loss over clips with a finite loss (in-vocabulary targets)
+    nonfinite: int
+    oov_tokens: int  # reference tokens that are not in the training vocabulary
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder, batch_size: int, pad: int,
+                   stride: int, crop: int, device: torch.device | str = "cpu", amp: str = "off",
+                   name: str = "dev") -> SplitEval:
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    dataset = ClipDataset(split, AugmentConfig(crop=crop), train=False)
+    loader = make_loader(dataset, batch_size, train=False, pad=pad, stride=stride)
+    hyps: dict[str, list[str]] = {}
+    refs: dict[str, list[str]] = {}
+    signers: dict[str, str] = {}
+    loss_sum, n_loss, nonfinite = 0.0, 0, 0
+    for batch in loader:
+        batch = batch.to(device)
+        with _autocast(device, amp):
+            out = model(batch.video, batch.mask, batch.lengths)
+        log_probs = torch.log_softmax(out.logits.float(), dim=-1)
+        has_target = batch.label_lengths > 0
+        if bool(has_target.all()):
+            res = ctc_loss(out.logits, out.lengths, batch.labels, batch.label_lengths)
+            good = len(batch.ids) - res.nonfinite
+            loss_sum += float(res.loss) * good
+            n_loss += good
+            nonfinite += res.nonfinite
+        decoded = decoder(log_probs.transpose(0, 1).cpu(), out.lengths.cpu())
+        for uid, glosses, signer, ids in zip(batch.ids, batch.glosses, batch.signers, decoded, strict=True):
+            hyps[uid] = vocab.decode(ids)
+            refs[uid] = list(glosses)
+            signers[uid] = signer
+    if was_training:
+        model.train()
+    result, alignments = score_corpus(refs, hyps)
+    oov = sum(1 for r in refs.values() for g in r if g not in vocab)
+    return SplitEval(split=name, result=result, hyps=hyps, refs=refs, alignments=alignments,
+                     per_signer=score_by_group(alignments, signers), loss=loss_sum / max(n_loss, 1),
+                     nonfinite=nonfinite, oov_tokens=oov)
+
+
+def write_split_outputs(ev: SplitEval, out_dir) -> None:
+    """``<split>.hyp.txt`` (``id gloss gloss ...``, sorted by id) and ``<split>.pra`` (per-utterance alignments)."""
+    from pathlib import Path
+
+    from ctca.scoring.wer import format_alignment
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = sorted(ev.hyps)
+    (out_dir / f"{ev.split}.hyp.txt").write_text("".join(f"{i} {' '.join(ev.hyps[i])}\n" for i in ids))
+    (out_dir / f"{ev.split}.pra").write_text("".join(f"id: {i}\n{format_alignment(ev.alignments[i])}\n\n"
+                                                     for i in ids))
+
+
+@torch.no_grad()
+def posterior_example(model, split: ClipSplit, vocab: Vocabulary, index: int, pad: int, stride: int, crop: int,
+                      hyp: list[str] | None = None) -> dict:
+    """Frame-level CTC posteriors of one clip, for the report's spike picture (JSON-ready)."""
+    from ctca.data.loader import collate
+
+    was_training = model.training
+    model.eval()
+    item = ClipDataset(split, AugmentConfig(crop=crop), train=False)[index]
+    batch = collate([item], pad=pad, stride=stride).to(next(model.parameters()).device)
+    out = model(batch.video, batch.mask, batch.lengths)
+    probs = torch.softmax(out.logits.float()[: int(out.lengths[0]), 0], dim=-1).cpu()
+    if was_training:
+        model.train()
+    ref = list(item["glosses"])
+    shown = ["<blank>"] + list(dict.fromkeys(g for g in ref + (hyp or []) if g in vocab))
+    cols = [0] + [vocab.encode([g])[0][0] for g in shown[1:]]
+    return {"id": item["id"], "ref": ref, "hyp": hyp or [], "classes": shown,
+            "probs": probs[:, cols].T.tolist(), "other": (1 - probs[:, cols].sum(-1)).clamp(min=0).tolist()}

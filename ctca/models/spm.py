@@ -1,0 +1,54 @@
+"""Spatial perception modules (SPM): per-frame 2D CNNs that turn a video into a feature sequence.
+
+Only valid frames go through the CNN ("masked BN", as in VAC): padding never enters BatchNorm
+statistics. ``CompactCNN`` is the CPU-sized SPM used by the synthetic default.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CompactCNN(nn.Module):
+    """[Conv3x3 -> BN -> ReLU -> MaxPool2] x len(channels), then global average pooling."""
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 96, 128), in_channels: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.out_dim = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W) -> (N, D)
+        return self.features(x).mean(dim=(2, 3))
+
+
+class SpatialPerception(nn.Module):
+    """Applies a frame CNN to the valid frames of a padded batch of videos."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.out_dim: int = backbone.out_dim
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """video (B, L, 3, H, W), mask (B, L) bool -> features (B, L, D), zero on padded frames."""
+        b, length = mask.shape
+        frames = video[mask]  # (N_valid, 3, H, W): padding never reaches BatchNorm
+        if video.is_cuda:
+            frames = frames.contiguous(memory_format=torch.channels_last)
+        feats = self.backbone(frames)
+        out = feats.new_zeros(b, length, feats.shape[-1])
+        out[mask] = feats
+        return out
+
+
+def build_spm(arch: str, channels: tuple[int, ...]) -> SpatialPerception:
+    if arch == "compact":
+        return SpatialPerception(CompactCNN(channels))
+    raise ValueError(f"spm.arch={arch!r} is not available; allowed: 'compact'")

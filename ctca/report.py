@@ -1,0 +1,172 @@
+"""The markdown report of a pipeline run: WER tables as the papers print them, and training curves as PNGs.
+
+It reads only the metrics files the stages declare, so it can be rebuilt without touching a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def wer_table(evaluation: dict) -> list[str]:
+    """Rows like the papers' tables: WER with del/ins next to it, plus the exact counts."""
+    lines = ["| split | WER % | del % | ins % | sub % | S | D | I | N | utterances |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for split, m in evaluation["splits"].items():
+        lines.append(f"| {split} | **{_fmt(m['wer'], 2)}** | {_fmt(m['del'], 2)} | {_fmt(m['ins'], 2)} | "
+                     f"{_fmt(m['sub'], 2)} | {m['S']} | {m['D']} | {m['I']} | {m['N']} | {m['utterances']} |")
+    return lines
+
+
+def plot_curves(history: list[dict], pretrain: list[dict], out: Path) -> list[str]:
+    """training_loss.png and dev_wer.png; returns the file names written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if history:
+        ep = [h["epoch"] for h in history]
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train CTC loss")
+        if "dev_loss" in history[0]:
+            ax.plot(ep, [h["dev_loss"] for h in history], "s-", label="dev CTC loss")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("CTC loss per video")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "training_loss.png", dpi=110)
+        plt.close(fig)
+        written.append("training_loss.png")
+    if any("dev_wer" in h for h in history + pretrain):
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        if pretrain:
+            ax.plot([h["epoch"] for h in pretrain], [h.get("dev_wer") for h in pretrain], "^--",
+                    label="pretrain_spm (shallow TAM)")
+        if history:
+            ax.plot([h["epoch"] for h in history], [h.get("dev_wer") for h in history], "o-", label="train")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("dev WER % (greedy)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "dev_wer.png", dpi=110)
+        plt.close(fig)
+        written.append("dev_wer.png")
+    return written
+
+
+def plot_posteriors(example: dict, out: Path) -> str:
+    """The CTC "spike" picture: per-step posteriors of blank and of the glosses of one clip."""
+    import numpy as np
+
+    probs = np.array(example["probs"])
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    steps = np.arange(probs.shape[1])
+    colours = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # no greys
+    for i, (row, name) in enumerate(zip(probs, example["classes"], strict=True)):
+        style = {"color": "0.5", "linestyle": "--"} if name == "<blank>" else {"color": colours[(i - 1) % 18]}
+        # matplotlib hides legend labels that start with "_" (PHOENIX's __ON__/__OFF__)
+        ax.plot(steps, row, label=f" {name}" if name.startswith("_") else name, linewidth=1.5, **style)
+    ax.plot(steps, example["other"], color="0.85", linewidth=1, label="other glosses")
+    ax.set_xlabel("output step (4 frames each)")
+    ax.set_ylabel("posterior")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{example['id']}\nREF: {' '.join(example['ref'])}\nHYP: {' '.join(example['hyp'])}",
+                 fontsize=8, loc="left")
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "ctc_posteriors.png", dpi=110)
+    plt.close(fig)
+    return "ctc_posteriors.png"
+
+
+def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: Path | None = None) -> Path:
+
+    def load(name: str, default=None):
+        p = metrics_dir / name
+        return json.loads(p.read_text()) if p.is_file() else default
+
+    evaluation = load("eval.json")
+    train = load("train.json", {})
+    history = load("train_history.json", [])
+    pretrain = load("pretrain_spm.json", {})
+    frames = load("extract_frames.json", {})
+    cache = load("cache_features.json", {})
+    if evaluation is None:
+        raise FileNotFoundError(f"{metrics_dir / 'eval.json'}: missing (run the evaluate stage first)")
+    figures = plot_curves(history, pretrain.get("history", []), reports_dir / "figures")
+    example = eval_dir / "posterior_example.json" if eval_dir else None
+    if example is not None and example.is_file():
+        figures.append(plot_posteriors(json.loads(example.read_text()), reports_dir / "figures"))
+
+    d = params["data"]
+    lines = [
+        "# CTCA pipeline report",
+        "",
+        f"Dataset **{d['dataset']}**, method **{evaluation['method']}**, chain depth **{evaluation['depth']}**, "
+        f"decoder {evaluation['decoder']} (beam {evaluation['beam_width']}), scoring protocol "
+        f"**{evaluation['protocol']}**. DVC experiment: `{os.environ.get('DVC_EXP_NAME') or '(dvc repro)'}`.",
+        "",
+        "## Word error rate",
+        "",
+        *wer_table(evaluation),
+        "",
+        "WER = (S + D + I) / N over the whole split (sclite alignment: substitution 4, deletion 3, insertion 3); "
+        "del % and ins % as in the papers' tables. References keep out-of-vocabulary glosses.",
+        "",
+    ]
+    if train:
+        groups = train.get("parameters_by_module", {})
+        ms = " / ".join(f"{s} {_fmt(m.get('ms_per_video'), 1)} ms" for s, m in evaluation["splits"].items())
+        lines += [
+            "## Model",
+            "",
+            "| method | chain depth | parameters | SPM | TAM | classifier | best epoch | inference per video |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {train['method']} | {train['depth']} | {train['parameters']:,} | {groups.get('spm', 0):,} | "
+            f"{groups.get('tam', 0):,} | {groups.get('classifier', 0):,} | {train['best_epoch']} of "
+            f"{train['epochs']} | {ms} |",
+            "",
+        ]
+    if figures:
+        lines += ["## Training curves and CTC posteriors", ""] + [f"![{f}](figures/{f})" for f in figures] + [""]
+    lines += ["## Data", ""]
+    counts = frames.get("counts", {})
+    oov = cache.get("oov", {})
+    if counts:
+        lines += ["| split | videos | unreadable (skipped) | OOV reference tokens |", "|---|---|---|---|"]
+        for split, c in counts.items():
+            n_oov = evaluation["splits"].get(split, {}).get("oov_tokens", oov.get(split, {}).get("glosses", "–"))
+            lines.append(f"| {split} | {c.get('ok', 0)} | {c.get('failed', 0)} | {n_oov} |")
+        lines.append("")
+    failed = frames.get("failed", [])
+    if failed:
+        lines += ["Unreadable inputs (skipped; listed in `work/frames/manifest.json`):", ""]
+        lines += [f"- `{f['id']}` ({f['split']}): {f['reason']}" for f in failed[:20]]
+        lines.append("")
+    excluded = train.get("excluded_train_samples", [])
+    lines += [f"Training clips excluded as infeasible for CTC: {len(excluded)}."]
+    lines += [f"- `{e['id']}`: {e['reason']}" for e in excluded[:20]]
+    lines.append("")
+    lines += ["## WER per signer", "", "| split | signer | WER % | del % | ins % | N |", "|---|---|---|---|---|---|"]
+    for split, m in evaluation["splits"].items():
+        for signer, r in m.get("per_signer", {}).items():
+            lines.append(f"| {split} | {signer} | {_fmt(r['wer'], 2)} | {_fmt(r['del'], 2)} | {_fmt(r['ins'], 2)} "
+                         f"| {r['N']} |")
+    lines.append("")
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    out = reports_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,31 @@
+"""Stage cache_features: pack the resized frames into the uint8 clip store; build the train-only vocabulary."""
+
+from __future__ import annotations
+
+from ctca.config import Params
+from ctca.data.cache import ClipStore, write_clip_store
+from ctca.data.vocab import Vocabulary
+from ctca.pipeline import CLIPS_DIR, FRAMES_DIR, METRICS_DIR, InputError, read_json, stage_main, write_json
+from ctca.tracking import stage_run
+
+
+def run(params: Params) -> None:
+    manifest = read_json(FRAMES_DIR / "manifest.json")
+    train = [s["glosses"] for s in manifest["samples"] if s["split"] == "train"]
+    if not train:
+        raise InputError(f"{FRAMES_DIR / 'manifest.json'}: no training sample; cannot build the gloss vocabulary")
+    vocab = Vocabulary.build(train)
+    with stage_run("cache_features", {"frames.size": params.frames.size}, params.tracking.experiment) as run:
+        summary = write_clip_store(FRAMES_DIR, CLIPS_DIR, vocab)
+        bad = ClipStore(CLIPS_DIR).verify()
+        if bad:
+            raise InputError(f"{CLIPS_DIR}: {len(bad)} clips fail their checksum right after writing: {bad[:5]}")
+        metrics = {"vocab_size": len(vocab.glosses), **{k: v for k, v in summary.items() if k != "samples"}}
+        write_json(METRICS_DIR / "cache_features.json", metrics)
+        run.log_metrics({"vocab_size": len(vocab.glosses)})
+        run.log_artifact(CLIPS_DIR / "vocab.json")
+        run.log_artifact(METRICS_DIR / "cache_features.json")
+
+
+if __name__ == "__main__":
+    stage_main("cache_features", run)

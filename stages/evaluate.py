@@ -1,0 +1,54 @@
+"""Stage evaluate: decode dev/test with the trained model; WER, del %, ins % (and per signer) as DVC metrics."""
+
+from __future__ import annotations
+
+import time
+
+from ctca.config import Params
+from ctca.data.cache import ClipStore
+from ctca.decode import make_decoder
+from ctca.evaluate import evaluate_split, posterior_example, write_split_outputs
+from ctca.pipeline import CLIPS_DIR, EVAL_DIR, METRICS_DIR, MODEL_FILE, InputError, stage_main, write_json
+from ctca.tracking import stage_run
+from ctca.train import load_model, select_device
+
+PROTOCOL = "none"  # gloss strings scored as written (dataset normalisers arrive with the scoring issue)
+
+
+def run(params: Params) -> None:
+    device = select_device(params.train.device)
+    model, vocab, ckpt = load_model(MODEL_FILE, map_location=device)
+    model.to(device)
+    store = ClipStore(CLIPS_DIR)
+    decoder = make_decoder(params.decode.beam_width)
+    logged = {"decode": params.section("decode"), "evaluate": params.section("evaluate"), "protocol": PROTOCOL}
+    out = {"protocol": PROTOCOL, "decoder": type(decoder).__name__, "beam_width": params.decode.beam_width,
+           "method": ckpt["config"]["method"], "depth": ckpt["config"]["depth"], "splits": {}}
+    with stage_run("evaluate", logged, params.tracking.experiment) as run:
+        for split in params.evaluate.splits:
+            if split not in store.splits:
+                raise InputError(f"evaluate.splits names {split!r}, but {CLIPS_DIR} has only {store.splits}")
+            t0 = time.perf_counter()
+            ev = evaluate_split(model, store.split(split), vocab, decoder, params.evaluate.batch_size,
+                                model.frame_padding, model.stride, params.loader.crop, device,
+                                params.train.amp, name=split)
+            seconds = time.perf_counter() - t0
+            write_split_outputs(ev, EVAL_DIR)
+            if split == params.evaluate.splits[0]:  # one clip's CTC posteriors for the report's spike picture
+                clips = store.split(split)
+                i = clips.ids.index(min(clips.ids))
+                example = posterior_example(model, clips, vocab, i, model.frame_padding, model.stride,
+                                            params.loader.crop, hyp=ev.hyps[clips.ids[i]])
+                write_json(EVAL_DIR / "posterior_example.json", example)
+            out["splits"][split] = {**ev.result.to_dict(), "loss": ev.loss, "oov_tokens": ev.oov_tokens,
+                                    "ms_per_video": 1000 * seconds / max(ev.result.utterances, 1),
+                                    "per_signer": {s: r.to_dict() for s, r in sorted(ev.per_signer.items())}}
+            run.log_metrics({k: v for k, v in out["splits"][split].items() if k != "per_signer"},
+                            prefix=f"{split}_")
+        write_json(METRICS_DIR / "eval.json", out)
+        run.log_artifact(METRICS_DIR / "eval.json")
+        run.log_artifact(EVAL_DIR, "eval")
+
+
+if __name__ == "__main__":
+    stage_main("evaluate", run)

@@ -1,0 +1,31 @@
+"""Stage extract_frames: decode every corpus video (or frame folder), resize, write PNG frames + manifest."""
+
+from __future__ import annotations
+
+from ctca.config import Params
+from ctca.data.corpus import SPLITS, open_corpus
+from ctca.data.frames import extract_frames
+from ctca.pipeline import FRAMES_DIR, METRICS_DIR, corpus_root, read_json, stage_main, write_json
+from ctca.tracking import stage_run
+
+
+def run(params: Params) -> None:
+    reader = open_corpus(params.data.dataset, corpus_root(params))
+    samples = [s for split in SPLITS for s in reader.samples(split)]
+    with stage_run("extract_frames", {"data": params.section("data"), "frames": params.section("frames")},
+                   params.tracking.experiment) as run:
+        try:
+            summary = extract_frames(samples, FRAMES_DIR, params.frames.size, workers=params.frames.workers,
+                                     max_bad_fraction=params.data.max_bad_fraction)
+        finally:  # the manifest lists the failures even when the stage fails on too many of them
+            manifest = FRAMES_DIR / "manifest.json"
+            if manifest.is_file():
+                run.log_artifact(manifest)
+        counts = read_json(FRAMES_DIR / "manifest.json")["counts"]
+        write_json(METRICS_DIR / "extract_frames.json", {"counts": counts, "failed": summary.get("failed", [])})
+        for split, c in counts.items():
+            run.log_metrics(c, prefix=f"{split}_")
+
+
+if __name__ == "__main__":
+    stage_main("extract_frames", run)

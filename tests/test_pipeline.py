@@ -1,0 +1,133 @@
+"""End to end: the real DVC pipeline on a tiny SynthSign corpus in a temporary git repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY_PARAMS
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["synthesize", "extract_frames", "cache_features", "pretrain_spm", "train", "evaluate", "report"]
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def copy_project(dest: Path) -> None:
+    files = subprocess.check_output(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, text=True)
+    for rel in files.splitlines():
+        src = REPO / rel
+        if src.is_file() and rel != "dvc.lock" and not rel.startswith(("data/", "work/", "models/", "metrics/",
+                                                                         "reports/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    # no PYTHONPATH: stages run as `python -m stages.x`, so they import the project copy's own ctca/
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env.pop("DVC_EXP_NAME", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    res = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def mlflow_runs(project: Path) -> list:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("ctca")
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    if shutil.which("dvc") is None:
+        pytest.fail("dvc is not installed: pip install -e '.[dev]'")
+    dest = tmp_path_factory.mktemp("pipeline") / "proj"
+    dest.mkdir()
+    copy_project(dest)
+    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_PARAMS)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"]):
+        run(cmd, dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(project):
+    run(["dvc", "repro"], project)
+    report = (project / "reports" / "report.md").read_text()
+    assert "## Word error rate" in report and "| dev |" in report and "| test |" in report
+    assert (project / "reports" / "figures" / "training_loss.png").stat().st_size > 1000
+    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    for split in ("dev", "test"):
+        m = evaluation["splits"][split]
+        assert m["N"] > 0 and m["wer"] == pytest.approx(100 * (m["S"] + m["D"] + m["I"]) / m["N"])
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    assert train["depth"] == TINY_PARAMS["tam"]["depth"]
+    runs = mlflow_runs(project)
+    assert sorted(r.data.tags["dvc.stage"] for r in runs) == sorted(STAGES)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    train_run = next(r for r in runs if r.data.tags["dvc.stage"] == "train")
+    assert train_run.data.params["tam.depth"] == str(TINY_PARAMS["tam"]["depth"])
+
+    again = run(["dvc", "repro"], project)
+    assert "up to date" in again.stdout, again.stdout
+    assert len(mlflow_runs(project)) == len(runs)
+
+
+@pytest.mark.slow
+def test_exp_run_depth_reruns_only_dependent_stages_and_logs_the_experiment(project):
+    if not (project / "models" / "model.pt").exists():
+        run(["dvc", "repro"], project)
+    run(["dvc", "exp", "run", "-n", "depth2", "-S", "tam.depth=2"], project)
+    runs = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "depth2"]
+    stages = sorted(r.data.tags["dvc.stage"] for r in runs if r.data.tags["dvc.role"] == "stage")
+    assert stages == ["evaluate", "report", "train"]
+    (parent,) = [r for r in runs if r.data.tags["dvc.role"] == "pipeline"]
+    assert parent.info.status == "FINISHED"
+    train = next(r for r in runs if r.data.tags.get("dvc.stage") == "train")
+    assert train.data.params["tam.depth"] == "2"
+    assert json.loads((project / "metrics" / "train.json").read_text())["depth"] == 2
+
+
+def test_a_stage_refuses_an_unknown_key_with_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("tam:\n  dpeth: 2\n")
+    res = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, text=True,
+                         capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train: error:" in lines[0] and "tam.dpeth" in lines[0], res.stderr
+
+
+@pytest.mark.slow
+def test_queued_experiment_runs_in_a_temporary_clone_and_its_runs_reach_the_project_store(project):
+    if not (project / "models" / "model.pt").exists():
+        run(["dvc", "repro"], project)
+    run(["git", "checkout", "--", "."], project)  # a workspace exp run leaves params.yaml modified
+    run(["dvc", "exp", "run", "--queue", "-n", "queued-d1", "-S", "tam.depth=1"], project)
+    run(["dvc", "exp", "run", "--run-all", "-j", "1"], project)
+    runs = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "queued-d1"]
+    stage_runs = [r for r in runs if r.data.tags["dvc.role"] == "stage"]
+    assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == ["evaluate", "report", "train"]
+    # the stages ran inside DVC's temporary clone, yet logged to <project>/mlflow.db
+    assert all(r.data.tags["dvc.cwd"] != str(project) for r in stage_runs)
+    assert all(r.data.tags["dvc.root"] == str(project) for r in stage_runs)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert "queued-d1" in json.dumps(shown)

@@ -1,0 +1,355 @@
+"""SynthSign generator: PHOENIX-2014 layout, determinism, splits, sign inventory, grammar, from_corpus."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ctca.data.corpus import SPLITS, Phoenix2014Reader, SynthSignReader
+from ctca.data.synthetic import (
+    ATTRIBUTES,
+    HANDSHAPES,
+    LOCATION_XY,
+    LOCATIONS,
+    REST_GLOSSES,
+    SynthConfig,
+    _Canvas,
+    _draw_hand,
+    build_corpus,
+    generate,
+    hashed_vocabulary,
+    make_signers,
+    minimal_pairs,
+    read_metadata,
+)
+
+TINY = SynthConfig(seed=0, vocab_size=8, n_train=6, n_dev=3, n_test=3, n_signers=4, held_out_signers=1,
+                   min_len=3, max_len=5, sign_frames=3, transition_frames=1)
+
+
+def decode(path: Path) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return np.stack(frames) if frames else np.zeros((0,), np.uint8)
+
+
+def videos(root: Path) -> list[Path]:
+    return sorted((root / "features" / "fullFrame-210x260px").rglob("*.mp4"))
+
+
+def corpus_files(root: Path) -> dict[str, bytes]:
+    files = {f"{s}.corpus.csv": (root / "annotations" / "manual" / f"{s}.corpus.csv").read_bytes() for s in SPLITS}
+    files["synthsign.json"] = (root / "synthsign.json").read_bytes()
+    return files
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("synth") / "corpus"
+    summary = generate(TINY, root, workers=1, progress=False)
+    return root, summary
+
+
+def test_layout_header_and_readers(tiny):
+    root, summary = tiny
+    meta = read_metadata(root)
+    vocab = {v["gloss"] for v in meta["vocabulary"]}
+    assert len(vocab) == TINY.vocab_size == summary["vocab_size"]
+    ids = set()
+    for split, n in (("train", 6), ("dev", 3), ("test", 3)):
+        csv_path = root / "annotations" / "manual" / f"{split}.corpus.csv"
+        lines = csv_path.read_text(encoding="utf-8").splitlines()
+        assert lines[0] == "id|folder|signer|annotation"
+        assert len(lines) == n + 1
+        for line in lines[1:]:
+            vid, folder, signer, annotation = line.split("|")
+            assert folder == f"{vid}.mp4"
+            assert (root / "features" / "fullFrame-210x260px" / split / folder).is_file()
+            assert re.fullmatch(r"Signer\d\d", signer)
+            assert set(annotation.split(" ")) <= vocab | set(REST_GLOSSES)
+        for reader in (Phoenix2014Reader(root), SynthSignReader(root)):
+            samples = reader.samples(split)
+            assert len(samples) == n
+            assert all(s.kind == "video" and s.source.is_file() for s in samples)
+        ids |= {s.id for s in SynthSignReader(root).samples(split)}
+    assert len(ids) == 12  # unique across splits
+    assert meta["splits"]["train"]["sentences"] == summary["train_sentences"] == 6
+
+
+def test_decoded_frame_count_size_and_fps_match_the_metadata(tiny):
+    root, summary = tiny
+    meta = read_metadata(root)
+    planned = {s["id"]: s["frames"] for split in SPLITS for s in meta["samples"][split]}
+    assert sum(planned.values()) == summary["frames"]
+    for path in videos(root):
+        frames = decode(path)
+        assert frames.shape[1:] == (260, 210, 3)
+        assert len(frames) == planned[path.stem]
+        cap = cv2.VideoCapture(str(path))
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0)
+        cap.release()
+
+
+def test_same_seed_is_identical_and_independent_of_workers(tiny, tmp_path):
+    root, _ = tiny
+    again = tmp_path / "again"
+    parallel = tmp_path / "parallel"
+    generate(TINY, again, workers=1, progress=False)
+    generate(TINY, parallel, workers=2, progress=False)
+    reference = corpus_files(root)
+    for other in (again, parallel):
+        assert corpus_files(other) == reference
+        assert [p.relative_to(other) for p in videos(other)] == [p.relative_to(root) for p in videos(root)]
+        for a, b in zip(videos(root), videos(other), strict=True):
+            assert np.array_equal(decode(a), decode(b)), a.name
+            # true for one OpenCV/FFmpeg build (no timestamps in the files); other builds may encode differently
+            assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_different_seed_gives_a_different_corpus(tiny, tmp_path):
+    root, _ = tiny
+    other = tmp_path / "seed1"
+    generate(replace(TINY, seed=1), other, workers=1, progress=False)
+    a, b = corpus_files(root), corpus_files(other)
+    assert a["train.corpus.csv"] != b["train.corpus.csv"]
+    assert a["synthsign.json"] != b["synthsign.json"]
+    first = videos(root)[0]
+    assert not np.array_equal(decode(first), decode(other / first.relative_to(root)))
+
+
+def test_generate_replaces_a_previous_corpus(tmp_path):
+    root = tmp_path / "c"
+    stale = root / "features" / "fullFrame-210x260px" / "train" / "stale.mp4"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    (root / "keep.txt").write_text("not ours")
+    generate(replace(TINY, n_train=2, n_dev=1, n_test=1), root, workers=1, progress=False)
+    assert not stale.exists()
+    assert (root / "keep.txt").exists()
+    assert len(videos(root)) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"vocab_size": 1}, "vocab_size"),
+        ({"vocab_size": 721}, "vocab_size"),
+        ({"n_train": 0}, "n_train"),
+        ({"n_dev": -1}, "n_dev"),
+        ({"held_out_signers": 8}, "held_out_signers"),
+        ({"split_mode": "random"}, "split_mode"),
+        ({"split_mode": "signer_independent", "held_out_signers": 0}, "held_out_signers"),
+        ({"min_len": 0}, "min_len"),
+        ({"min_len": 5, "max_len": 4}, "max_len"),
+        ({"rest_prob": 1.5}, "rest_prob"),
+        ({"width": 211}, "width"),
+        ({"height": 32}, "height"),
+        ({"sign_frames": 1}, "sign_frames"),
+        ({"noise": -0.1}, "noise"),
+        ({"tempo_min": 1.3, "tempo_max": 1.2}, "tempo_max"),
+        ({"seed": -1}, "seed"),
+        ({"vocab_size": 4.0}, "vocab_size"),
+        ({"successors": 0}, "successors"),
+    ],
+)
+def test_config_validation_names_the_field_and_range(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}=.*allowed"):
+        SynthConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    assert SynthConfig.from_dict({"seed": 3}).seed == 3
+    with pytest.raises(ValueError, match="unknown SynthConfig field"):
+        SynthConfig.from_dict({"sed": 3})
+
+
+def test_missing_from_corpus_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="from_corpus=.*not found"):
+        generate(replace(TINY, from_corpus=str(tmp_path / "nope.stm")), tmp_path / "out", progress=False)
+
+
+def test_sentence_lengths_and_rest_poses():
+    cfg = replace(TINY, n_train=300, min_len=2, max_len=7)
+    plans = build_corpus(cfg)["plans"]
+    lengths, starts, ends = set(), 0, 0
+    for plan in itertools.chain.from_iterable(plans.values()):
+        core = [g for g in plan.glosses if g not in REST_GLOSSES]
+        lengths.add(len(core))
+        assert "__ON__" not in plan.glosses[1:] and "__OFF__" not in plan.glosses[:-1]
+        starts += plan.glosses[0] == "__ON__"
+        ends += plan.glosses[-1] == "__OFF__"
+        assert len(plan.sign_frames) == len(plan.glosses)
+        assert len(plan.transition_frames) == len(plan.glosses) - 1
+        assert cfg.tempo_min <= plan.tempo <= cfg.tempo_max
+    assert lengths == set(range(2, 8))
+    assert 0.3 < starts / 306 < 0.7 and 0.3 < ends / 306 < 0.7
+
+
+def test_held_out_signers_never_in_train(tiny):
+    root, _ = tiny
+    meta = read_metadata(root)
+    held = set(meta["held_out_signers"])
+    assert len(held) == TINY.held_out_signers
+    assert not held & {s.signer for s in SynthSignReader(root).samples("train")}
+
+    cfg = replace(TINY, n_train=60, n_dev=40, n_test=40, n_signers=6, held_out_signers=2)
+    for mode in ("multisigner", "signer_independent"):
+        corpus = build_corpus(replace(cfg, split_mode=mode))
+        names = {i: s.name for i, s in enumerate(corpus["signers"])}
+        held = {s.name for s in corpus["signers"] if s.held_out}
+        used = {split: {names[p.signer] for p in corpus["plans"][split]} for split in SPLITS}
+        assert not used["train"] & held
+        for split in ("dev", "test"):
+            if mode == "signer_independent":
+                assert used[split] == held
+            else:  # seen and unseen signers, so per-signer WER can compare them
+                assert used[split] & held and used[split] - held
+
+
+def test_signers_have_contrasting_colours():
+    luma = lambda c: 0.114 * c[0] + 0.587 * c[1] + 0.299 * c[2]  # noqa: E731
+    for s in make_signers(replace(TINY, n_signers=30)):
+        assert abs(luma(s.skin) - luma(s.shirt)) >= 70
+        assert abs(luma(s.skin) - luma(s.background)) >= 50
+
+
+def test_minimal_pairs_differ_in_exactly_one_attribute():
+    cfg = SynthConfig(vocab_size=40)
+    corpus = build_corpus(replace(cfg, n_train=1, n_dev=0, n_test=0))
+    signs = {s.gloss: s for s in corpus["signs"]}
+    assert len(signs) == 40
+    assert len({s.attributes() for s in signs.values()}) == 40  # every gloss has its own triple
+    pairs = minimal_pairs(list(signs.values()), corpus["constructed"])
+    for pair in pairs:
+        a, b = signs[pair["a"]], signs[pair["b"]]
+        differs = [name for name, x, y in zip(ATTRIBUTES, a.attributes(), b.attributes(), strict=True) if x != y]
+        assert differs == [pair["differs_in"]]
+        assert a.two_handed == b.two_handed
+    constructed = [p for p in pairs if p["constructed"]]
+    assert len(constructed) == round(40 * cfg.minimal_pair_frac / 2)
+    assert {p["differs_in"] for p in constructed} == set(ATTRIBUTES)
+
+
+def test_minimal_pairs_in_the_metadata(tiny):
+    root, _ = tiny
+    meta = read_metadata(root)
+    signs = {v["gloss"]: v for v in meta["vocabulary"]}
+    assert meta["minimal_pairs"]
+    for pair in meta["minimal_pairs"]:
+        a, b = signs[pair["a"]], signs[pair["b"]]
+        assert [k for k in ATTRIBUTES if a[k] != b[k]] == [pair["differs_in"]]
+
+
+def test_bigram_grammar_is_sparse_and_followed(tiny):
+    root, _ = tiny
+    grammar = read_metadata(root)["grammar"]
+    assert all(1 <= len(s) <= TINY.successors for s in grammar["successors"].values())
+    assert all(abs(sum(s.values()) - 1) < 1e-4 for s in grammar["successors"].values())
+
+    cfg = replace(SynthConfig(vocab_size=30, n_train=200, n_dev=0, n_test=0), grammar_noise=0.0)
+    corpus = build_corpus(cfg)
+    names = [s.gloss for s in corpus["signs"]]
+    succ = corpus["grammar"].successors
+    allowed = {(names[g], names[s]) for g in range(len(names)) for s in succ[g]}
+    bigrams = [b for p in corpus["plans"]["train"] for b in itertools.pairwise(g for g in p.glosses
+                                                                                if g not in REST_GLOSSES)]
+    assert bigrams and all(b in allowed for b in bigrams)
+    assert len(set(bigrams)) <= 30 * cfg.successors  # a sparse co-occurrence prior, not all 30*29 pairs
+    seen = {g for p in corpus["plans"]["train"] for g in p.glosses}
+    assert set(names) <= seen  # the successor cycle makes every gloss reachable
+
+
+def test_handshapes_and_locations_stay_distinct_at_40x40():
+    cfg = SynthConfig()
+    canvas = _Canvas(cfg, make_signers(cfg)[0], (0.0, 0.0))
+
+    def small(shape: int, xy) -> np.ndarray:
+        img = np.zeros((cfg.height, cfg.width, 3), np.uint8)
+        _draw_hand(img, canvas, shape, xy, 1.0, 0.0, False, (255, 255, 255), (128, 128, 128), cfg.hand_size / 2)
+        return cv2.resize(img, (40, 40), interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
+
+    shapes = [small(i, (105.0, 130.0)) for i in range(len(HANDSHAPES))]
+    places = [small(0, LOCATION_XY[loc]) for loc in LOCATIONS]
+    for group in (shapes, places):
+        for a, b in itertools.combinations(group, 2):
+            assert np.abs(a - b).sum() / 3 > 3.0  # more than 3 pixels' worth of difference at model resolution
+
+
+def write_phoenix_csv(path: Path, sentences: list[str]) -> None:
+    rows = ["id|folder|signer|annotation"]
+    rows += [f"s{i}|s{i}/1/*.png|Signer0{i % 3 + 1}|{a}" for i, a in enumerate(sentences)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+SOURCE = ["__ON__ REGEN  MORGEN NORD __OFF__", "SONNE WARM", "loc-SUED REGEN WIND-PLUSPLUS", "IX KALT MORGEN",
+          "__ON__ NEBEL __OFF__"]
+
+
+@pytest.mark.parametrize("kind", ["csv", "stm"])
+def test_from_corpus_renders_the_file_sentences(tmp_path, kind):
+    if kind == "csv":
+        source = tmp_path / "train.corpus.csv"
+        write_phoenix_csv(source, SOURCE)
+    else:
+        source = tmp_path / "dev.stm"
+        source.write_text("".join(f"utt{i} 1 signer0{i % 2 + 1} 0.0 1.79769e+308 {a}\n" for i, a in enumerate(SOURCE)))
+    cfg = replace(TINY, from_corpus=str(source), n_train=3, n_dev=1, n_test=1)
+    root = tmp_path / "out"
+    summary = generate(cfg, root, workers=1, progress=False)
+    meta = read_metadata(root)
+    assert meta["source"]["format"] == ("phoenix2014_csv" if kind == "csv" else "stm")
+    assert meta["grammar"] is None
+    reader = SynthSignReader(root)
+    rendered = [s.glosses for split in SPLITS for s in reader.samples(split)]
+    assert sorted(rendered) == sorted(tuple(a.split()) for a in SOURCE)  # all 5 used, whitespace-split
+    expected_vocab = {g for a in SOURCE for g in a.split()} - set(REST_GLOSSES)
+    assert {v["gloss"] for v in meta["vocabulary"]} == expected_vocab
+    assert summary["vocab_size"] == len(expected_vocab)
+    assert len({(v["handshape"], v["location"], v["movement"]) for v in meta["vocabulary"]}) == len(expected_vocab)
+    assert [summary[f"{s}_sentences"] for s in SPLITS] == [3, 1, 1]
+    for path in videos(root):
+        assert len(decode(path)) == {s["id"]: s["frames"] for sp in SPLITS for s in meta["samples"][sp]}[path.stem]
+    # deterministic: the same file and seed give the same sentences, signers and timing
+    assert build_corpus(cfg)["plans"] == build_corpus(cfg)["plans"]
+
+
+def test_from_corpus_with_fewer_sentences_than_requested_keeps_all(tmp_path):
+    source = tmp_path / "train.corpus.csv"
+    write_phoenix_csv(source, SOURCE)
+    plans = build_corpus(replace(TINY, from_corpus=str(source), n_train=600, n_dev=100, n_test=100))["plans"]
+    counts = {split: len(plans[split]) for split in SPLITS}
+    assert sum(counts.values()) == len(SOURCE) and counts["train"] >= 1
+
+
+def test_hashed_vocabulary_keeps_definitions_distinct_while_possible():
+    cfg = SynthConfig()
+    signs, shared = hashed_vocabulary([f"G{i}" for i in range(700)], cfg)
+    assert len({s.attributes() for s in signs}) == 700 and not shared
+    signs, shared = hashed_vocabulary([f"G{i}" for i in range(1400)], cfg)
+    assert len({(*s.attributes(), s.two_handed) for s in signs}) == 1400 and not shared
+    signs, shared = hashed_vocabulary([f"G{i}" for i in range(1450)], cfg)
+    assert sum(len(g) - 1 for g in shared) == 1450 - 1440
+    again, _ = hashed_vocabulary([f"G{i}" for i in range(1450)], cfg)
+    assert again == signs
+
+
+def test_metadata_is_plain_json(tiny):
+    root, _ = tiny
+    meta = json.loads((root / "synthsign.json").read_text())
+    assert SynthConfig.from_dict(meta["config"]) == TINY
+    assert {s["name"] for s in meta["signers"]} == {f"Signer0{i}" for i in range(1, 5)}
+    assert meta["video"] == {"width": 210, "height": 260, "fps": 25, "fourcc": "mp4v",
+                             "features": "features/fullFrame-210x260px"}
