@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ctca.data.synthetic import SynthConfig as _SYNTH  # the generator's defaults are the section's defaults
+
 
 class ConfigError(ValueError):
     """A params key is unknown, missing or has an invalid value."""
@@ -42,28 +44,26 @@ class DataConfig:
 class SynthConfigSection:
     """Generator knobs of the SynthSign corpus (the full list and meaning: ctca.data.synthetic.SynthConfig)."""
 
-    seed: int = 0
-    vocab_size: int = 40
-    n_train: int = 600
-    n_dev: int = 100
-    n_test: int = 100
-    n_signers: int = 8
-    held_out_signers: int = 2
-    split_mode: Literal["multisigner", "signer_independent"] = "multisigner"
-    min_len: int = 3
-    max_len: int = 12
-    rest_prob: float = 0.5
-    sign_frames: int = 8
-    transition_frames: int = 3
-    noise: float = 0.04
-    signer_variation: float = 1.0
-    from_corpus: str = ""
+    seed: int = _SYNTH.seed
+    vocab_size: int = _SYNTH.vocab_size
+    n_train: int = _SYNTH.n_train
+    n_dev: int = _SYNTH.n_dev
+    n_test: int = _SYNTH.n_test
+    n_signers: int = _SYNTH.n_signers
+    held_out_signers: int = _SYNTH.held_out_signers
+    split_mode: Literal["multisigner", "signer_independent"] = _SYNTH.split_mode
+    min_len: int = _SYNTH.min_len
+    max_len: int = _SYNTH.max_len
+    rest_prob: float = _SYNTH.rest_prob
+    sign_frames: int = _SYNTH.sign_frames
+    transition_frames: int = _SYNTH.transition_frames
+    noise: float = _SYNTH.noise
+    signer_variation: float = _SYNTH.signer_variation
+    from_corpus: str = _SYNTH.from_corpus
     workers: int = 2
 
-    def generator_config(self):
-        from ctca.data.synthetic import SynthConfig
-
-        return SynthConfig(**{k: v for k, v in to_dict(self).items() if k != "workers"})
+    def generator_config(self) -> _SYNTH:
+        return _SYNTH(**{k: v for k, v in to_dict(self).items() if k != "workers"})
 
     def validate(self, p: str) -> None:
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
