@@ -161,8 +161,10 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
     lines += [f"- `{e['id']}`: {e['reason']}" for e in excluded[:20]]
     lines.append("")
     lines += ["## WER per signer", "", "| split | signer | WER % | del % | ins % | N |", "|---|---|---|---|---|---|"]
-    for split, m in evaluation["splits"].items():
-        for signer, r in m.get("per_signer", {}).items():
+    per_signer_file = eval_dir / "per_signer.json" if eval_dir else None
+    per_signer = json.loads(per_signer_file.read_text()) if per_signer_file and per_signer_file.is_file() else {}
+    for split, signers in per_signer.items():
+        for signer, r in signers.items():
             lines.append(f"| {split} | {signer} | {_fmt(r['wer'], 2)} | {_fmt(r['del'], 2)} | {_fmt(r['ins'], 2)} "
                          f"| {r['N']} |")
     lines.append("")

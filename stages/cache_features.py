@@ -20,7 +20,9 @@ def run(params: Params) -> None:
         bad = ClipStore(CLIPS_DIR).verify()
         if bad:
             raise InputError(f"{CLIPS_DIR}: {len(bad)} clips fail their checksum right after writing: {bad[:5]}")
-        metrics = {"vocab_size": len(vocab.glosses), **{k: v for k, v in summary.items() if k != "samples"}}
+        metrics = {"vocab_size": len(vocab.glosses),
+                   "oov": {split: {"glosses": o["glosses"], "types": len(o["types"])}
+                           for split, o in summary["oov"].items()}}
         write_json(METRICS_DIR / "cache_features.json", metrics)
         run.log_metrics({"vocab_size": len(vocab.glosses)})
         run.log_artifact(CLIPS_DIR / "vocab.json")

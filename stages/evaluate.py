@@ -24,6 +24,7 @@ def run(params: Params) -> None:
     logged = {"decode": params.section("decode"), "evaluate": params.section("evaluate"), "protocol": PROTOCOL}
     out = {"protocol": PROTOCOL, "decoder": type(decoder).__name__, "beam_width": params.decode.beam_width,
            "method": ckpt["config"]["method"], "depth": ckpt["config"]["depth"], "splits": {}}
+    per_signer: dict[str, dict] = {}  # kept out of the DVC metrics file: dvc exp show stays readable
     with stage_run("evaluate", logged, params.tracking.experiment) as run:
         for split in params.evaluate.splits:
             if split not in store.splits:
@@ -41,11 +42,11 @@ def run(params: Params) -> None:
                                             params.loader.crop, hyp=ev.hyps[clips.ids[i]])
                 write_json(EVAL_DIR / "posterior_example.json", example)
             out["splits"][split] = {**ev.result.to_dict(), "loss": ev.loss, "oov_tokens": ev.oov_tokens,
-                                    "ms_per_video": 1000 * seconds / max(ev.result.utterances, 1),
-                                    "per_signer": {s: r.to_dict() for s, r in sorted(ev.per_signer.items())}}
-            run.log_metrics({k: v for k, v in out["splits"][split].items() if k != "per_signer"},
-                            prefix=f"{split}_")
+                                    "ms_per_video": 1000 * seconds / max(ev.result.utterances, 1)}
+            per_signer[split] = {s: r.to_dict() for s, r in sorted(ev.per_signer.items())}
+            run.log_metrics(out["splits"][split], prefix=f"{split}_")
         write_json(METRICS_DIR / "eval.json", out)
+        write_json(EVAL_DIR / "per_signer.json", per_signer)
         run.log_artifact(METRICS_DIR / "eval.json")
         run.log_artifact(EVAL_DIR, "eval")
 
