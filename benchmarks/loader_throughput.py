@@ -20,6 +20,7 @@ import torch
 
 # Runnable from a checkout without `pip install -e .`: the repository root holds the ctca package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ctca.config import Params  # noqa: E402
 from ctca.data.cache import ClipStore, write_clip_store  # noqa: E402
 from ctca.data.corpus import PHOENIX_FEATURES, PHOENIX_HEADER, Phoenix2014Reader  # noqa: E402
 from ctca.data.frames import extract_frames, load_manifest, write_frames  # noqa: E402
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-clips", type=int, default=60, help="clips per epoch (and clips built if no dirs)")
     ap.add_argument("--n-frames", type=int, default=80, help="mean frames per built clip")
     ap.add_argument("--size", type=int, default=40, help="frame size of the built corpus")
-    ap.add_argument("--crop", type=int, help="crop size (default: the reference 224/256 of the frame size)")
-    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--crop", type=int, help="crop size (default: params.yaml loader.crop)")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml loader.batch_size")
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument(
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads in this process (DataLoader workers always use 1)",
     )
     args = ap.parse_args(argv)
+    defaults = Params()  # the pipeline's default loader settings (params.yaml documents the same values)
+    args.batch_size = args.batch_size or defaults.loader.batch_size
     # Loading runs single-threaded inside DataLoader workers; in-process (workers 0) the default
     # intra-op pool spin-waits on a busy machine and makes collate's few small ops 100x slower.
     torch.set_num_threads(args.torch_threads)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        crop = args.crop or round(store.size * 224 / 256)  # the reference 224-of-256 crop ratio
+        crop = args.crop or min(defaults.loader.crop, store.size)  # the pipeline's own setting
         cached = ClipDataset(split, AugmentConfig(crop=crop), train=True, seed=0)
         png = PngClipDataset(
             ClipDataset(split, AugmentConfig(crop=crop), train=True, seed=0),
