@@ -6,7 +6,6 @@ model can never look better by dropping what it cannot predict.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +14,7 @@ from ctca.data.cache import ClipSplit
 from ctca.data.loader import AugmentConfig, ClipDataset, make_loader
 from ctca.data.vocab import Vocabulary
 from ctca.decode import Decoder
+from ctca.device import autocast
 from ctca.losses.ctc import ctc_loss
 from ctca.scoring.wer import Alignment, WerResult, score_by_group, score_corpus
 
@@ -32,12 +32,6 @@ class SplitEval:
     oov_tokens: int  # reference tokens that are not in the training vocabulary
 
 
-def _autocast(device: torch.device, amp: str):
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder, batch_size: int, pad: int,
                    stride: int, crop: int, device: torch.device | str = "cpu", amp: str = "off",
@@ -53,7 +47,7 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
     loss_sum, n_loss, nonfinite = 0.0, 0, 0
     for batch in loader:
         batch = batch.to(device)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             out = model(batch.video, batch.mask, batch.lengths)
         log_probs = torch.log_softmax(out.logits.float(), dim=-1)
         has_target = batch.label_lengths > 0

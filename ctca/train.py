@@ -7,7 +7,6 @@ from it when the fingerprint matches and starts over (saying so) when the config
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
@@ -27,6 +26,7 @@ from ctca.data.cache import ClipStore
 from ctca.data.loader import AugmentConfig, ClipDataset, make_loader
 from ctca.data.vocab import Vocabulary
 from ctca.decode import make_decoder
+from ctca.device import autocast, select_device
 from ctca.evaluate import evaluate_split
 from ctca.losses.ctc import ctc_loss, min_ctc_length
 from ctca.models.recognizer import Recognizer, build_recognizer
@@ -56,21 +56,6 @@ class FitResult:
     best_dev_wer: float
     excluded: list[dict] = field(default_factory=list)  # train samples infeasible for CTC, with the reason
     resumed_from: int | None = None
-
-
-def select_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device, amp: str):
-    """bf16 autocast on CUDA (train.amp auto/bf16); a no-op context on CPU unless amp=bf16."""
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def seed_everything(seed: int) -> None:
@@ -164,13 +149,8 @@ def fit(
     init_spm: Path | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
-    stop_after: int | None = None,
 ) -> FitResult:
-    """Train a recognizer with CTC; checkpoint every epoch in ``ckpt_dir``; select the best dev WER.
-
-    ``stop_after`` ends the run after that many epochs of *this call* (used by tests to simulate an
-    interruption at an epoch boundary).
-    """
+    """Train a recognizer with CTC; checkpoint every epoch in ``ckpt_dir``; select the best dev WER."""
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     device = select_device(params.train.device)
@@ -223,7 +203,6 @@ def fit(
         else:
             log.warning("%s was written under another configuration; starting over", last)
 
-    done_here = 0
     for epoch in range(start_epoch, spec.epochs):
         t0 = time.time()
         model.train()
@@ -277,9 +256,6 @@ def fit(
             on_epoch(epoch + 1, metrics)
         log.info("epoch %d/%d %s", epoch + 1, spec.epochs,
                  " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-        done_here += 1
-        if stop_after is not None and done_here >= stop_after and epoch + 1 < spec.epochs:
-            break
 
     model.load_state_dict(best["state"])
     return FitResult(model=model.cpu(), vocab=vocab, history=history, best_epoch=best["epoch"] + 1,

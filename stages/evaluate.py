@@ -7,10 +7,11 @@ import time
 from ctca.config import Params
 from ctca.data.cache import ClipStore
 from ctca.decode import make_decoder
+from ctca.device import select_device
 from ctca.evaluate import evaluate_split, posterior_example, write_split_outputs
 from ctca.pipeline import CLIPS_DIR, EVAL_DIR, METRICS_DIR, MODEL_FILE, InputError, stage_main, write_json
 from ctca.tracking import stage_run
-from ctca.train import load_model, select_device
+from ctca.train import load_model
 
 PROTOCOL = "none"  # gloss strings scored as written (dataset normalisers arrive with the scoring issue)
 

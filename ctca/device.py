@@ -1,0 +1,24 @@
+"""Device selection and mixed precision: one rule for training and evaluation.
+
+bf16 autocast on CUDA (``train.amp`` auto or bf16); full precision on CPU unless bf16 is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
