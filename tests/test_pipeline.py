@@ -105,6 +105,13 @@ def test_exp_run_depth_reruns_only_dependent_stages_and_logs_the_experiment(proj
     assert train.data.params["tam.depth"] == "2"
     assert json.loads((project / "metrics" / "train.json").read_text())["depth"] == 2
 
+    # the experiment commit exists only now: `ctca sync-exps` adds it to the experiment's runs
+    run([sys.executable, "-m", "ctca.cli", "sync-exps"], project)
+    refs = run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], project).stdout
+    (sha,) = [line.split()[0] for line in refs.splitlines() if line.endswith("/depth2")]
+    tagged = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "depth2"]
+    assert tagged and all(r.data.tags.get("dvc.exp_rev") == sha for r in tagged)
+
 
 def test_a_stage_refuses_an_unknown_key_with_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("tam:\n  dpeth: 2\n")
