@@ -4,6 +4,7 @@
     ctca synth OUT [--seed N ...]       render a SynthSign corpus outside the pipeline
     ctca ui [--port 5000]               open the MLflow UI on the project's store
     ctca sync-exps                      tag MLflow runs with their DVC experiment commit
+    ctca score HYP REF --protocol P     sclite-exact WER of a hypothesis file against an STM
 """
 
 from __future__ import annotations
@@ -76,6 +77,41 @@ def _sync_exps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    """WER of HYP (CTM or ``id gloss …`` text) against the STM REF under one scoring protocol."""
+    import json
+
+    from ctca.scoring.ctm import ScoringInputError, read_hypotheses, read_stm
+    from ctca.scoring.official import score_protocol
+
+    try:
+        stm = read_stm(args.ref)
+        hyps = read_hypotheses(args.hyp, fmt=args.format)
+    except ScoringInputError as exc:  # the message starts with file:line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    refs = {utt: entry.words for utt, entry in stm.items()}
+    signers = {utt: entry.signer for utt, entry in stm.items()}
+    try:
+        score = score_protocol(refs, hyps, args.protocol, signers=signers)
+    except ValueError as exc:
+        print(f"error: hypothesis {args.hyp} does not match reference {args.ref}: {exc}", file=sys.stderr)
+        return 2
+
+    if args.json:
+        print(json.dumps(score.to_dict(), indent=2))
+        return 0
+    r = score.result
+    print(f"protocol: {score.protocol}")
+    print(f"WER {r.wer:.2f}  del {r.del_rate:.2f}  ins {r.ins_rate:.2f}  sub {r.sub_rate:.2f}")
+    print(f"S {r.sub}  D {r.dele}  I {r.ins}  N {r.n}  utterances {r.utterances}")
+    print(f"references without hypothesis (scored as [EMPTY]): {len(score.missing_hyp)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctca", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
     p.add_argument("--experiment", default="ctca")
     p.set_defaults(func=_sync_exps)
+
+    from ctca.scoring.normalise import PROTOCOLS
+
+    p = sub.add_parser("score", help="sclite-exact WER of a hypothesis file against an STM reference")
+    p.add_argument("hyp", help="hypothesis: CTM, or text lines 'id gloss gloss ...'")
+    p.add_argument("ref", help="reference STM")
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS,
+                   help="normalisation: phoenix2014 / phoenix2014t (official), vac-compat, none (CSL-Daily)")
+    p.add_argument("--format", default="auto", choices=("auto", "ctm", "text"), help="hypothesis format")
+    p.add_argument("--json", action="store_true", help="exact values as JSON (with per-signer totals)")
+    p.set_defaults(func=_score)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -31,7 +31,14 @@ def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Literal["synthetic", "phoenix2014"] = "synthetic"
+    """The corpus: ``dataset`` picks the reader (ctca.data.corpus.READERS), ``root`` its folder.
+
+    Roots: synthetic -> data/synthsign; phoenix2014 -> phoenix-2014-multisigner/; phoenix2014t ->
+    PHOENIX-2014-T/ (both hold annotations/ and features/); csl-daily -> the folder holding
+    sentence_label/ and sentence/frames_512x512/.
+    """
+
+    dataset: Literal["synthetic", "phoenix2014", "phoenix2014t", "csl-daily"] = "synthetic"
     root: str = "data/synthsign"  # relative paths are relative to the project root
     max_bad_fraction: float = 0.05  # extract_frames fails when more videos than this are unreadable
 
@@ -110,8 +117,9 @@ class LoaderConfig:
 class SpmConfig:
     """Spatial perception module (SPM) and its pretraining stage."""
 
-    arch: Literal["compact"] = "compact"
-    channels: tuple[int, ...] = (16, 32, 64, 64)
+    arch: Literal["compact", "resnet18"] = "compact"
+    channels: tuple[int, ...] = (16, 32, 64, 64)  # compact CNN only
+    pretrained: str = ""  # resnet18: a local torchvision-format state dict (ImageNet weights); "" = random init
     pretrain_epochs: int = 3
     pretrain_depth: int = 2  # a shallow TAM trains the SPM more thoroughly (CTCA's empirical finding)
     pretrain_lr: float = 1e-3
@@ -141,7 +149,79 @@ class TamConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    method: Literal["baseline"] = "baseline"  # vac, smkd, ctca: see the methods issue
+    """``baseline`` CTC on the sequence head; ``vac``; ``smkd``; ``ctca`` (reconstructed, methods.md §6)."""
+
+    method: Literal["baseline", "vac", "smkd", "ctca"] = "baseline"
+
+
+@dataclass(frozen=True)
+class VacConfig:
+    """VAC's visual alignment (VA) distillation (methods.md §4.3)."""
+
+    tau: float = 8.0
+    mask_padding: bool = False  # VAC averages the KL over padded frames too; true = valid frames only
+
+    def validate(self, p: str) -> None:
+        _check(self.tau > 0, f"{p}.tau", self.tau, "> 0")
+
+
+@dataclass(frozen=True)
+class SmkdConfig:
+    """SMKD's three stages (methods.md §5.4), scaled to ``train.epochs``; GSBA is our reconstruction.
+
+    Stage 1 (shared classifier, CTC on both heads) runs epochs [0, gsba_start); stage 2 adds the gloss
+    segmentation loss from ``gsba_start`` to ``train.epochs``; stage 3 unties the classifiers for
+    ``decouple_epochs`` extra epochs at the constant ``decouple_lr``.
+    """
+
+    weight_norm: bool = True  # NormLinear (unit-norm class columns, no bias) instead of Linear
+    gsba_start: int = 6  # the paper: 30 of 100 epochs
+    gsba_every: int = 2  # pseudo-labels recomputed every N epochs (the paper: 10)
+    radius_every: int = 3  # the expansion radius grows by 1 every N epochs (the paper: 20)
+    label_smoothing: float = 0.2
+    unlabelled: Literal["blank", "ignore"] = "blank"  # frames no anchor reaches: supervised as blank, or ignored
+    decouple_epochs: int = 2  # the paper: 10
+    decouple_lr: float = 4e-5  # the paper: 4e-6 with a base lr of 1e-4
+
+    def validate(self, p: str) -> None:
+        _check(self.gsba_start >= 1, f"{p}.gsba_start", self.gsba_start, "an epoch >= 1 (stage 1 comes first)")
+        for k in ("gsba_every", "radius_every"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
+        _check(0.0 <= self.label_smoothing < 1.0, f"{p}.label_smoothing", self.label_smoothing, "0 <= x < 1")
+        _check(self.decouple_epochs >= 0, f"{p}.decouple_epochs", self.decouple_epochs, "an integer >= 0")
+        _check(self.decouple_lr > 0, f"{p}.decouple_lr", self.decouple_lr, "> 0")
+
+
+@dataclass(frozen=True)
+class CtcaConfig:
+    """The reconstructed CTCA network and CCKD loss choices (methods.md §6.2–6.4): every one is a switch."""
+
+    local_kernels: tuple[int, ...] = (3, 3, 3)  # local path F3-F3-F3 ("same" padding, no pooling)
+    global_layers: int = 2  # global path: BiLSTM layers
+    downsample: Literal["none", "pool4"] = "none"  # A3: full frame rate, or a shared MaxPool1d(2) x2 first
+    classifier: Literal["normlinear", "linear"] = "normlinear"  # A6: one classifier per path
+    inference: Literal["global", "local"] = "global"  # A2: the single branch kept at inference
+    proj_dim: int = 256  # projection heads of L_l2g
+    tau_mi: float = 0.1
+    exclude: int = 4  # L_l2g negatives exclude frames within this distance
+    l2g_mi: bool = True  # the I(.,.) term (Table 5 "A - I"): InfoNCE; false = cosine feature matching
+    g2l_mode: Literal["correlation", "posterior"] = "correlation"  # posterior = VAC-style logit KD fallback
+    g2l_omega: bool = True  # the omega(.,.) weighting (Table 5 "D - omega"); false = uniform pair weights
+    tau_omega: float = 0.1
+    rc_target: Literal["cross", "spm"] = "cross"  # cross-context reconstruction, or of the SPM features
+    cmd_window: int = 2  # PPMI co-occurrence window of the gloss embeddings (linguistic prior)
+    cmd_dim: int = 256
+    cmd_tau: float = 0.1
+
+    def validate(self, p: str) -> None:
+        _check(len(self.local_kernels) >= 1 and all(k >= 1 and k % 2 == 1 for k in self.local_kernels),
+               f"{p}.local_kernels", self.local_kernels, "a non-empty list of odd kernel sizes")
+        _check(1 <= self.global_layers <= 6, f"{p}.global_layers", self.global_layers, "1 <= x <= 6")
+        for k in ("proj_dim", "cmd_dim", "cmd_window"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
+        _check(self.exclude >= 0, f"{p}.exclude", self.exclude, "an integer >= 0")
+        for k in ("tau_mi", "tau_omega", "cmd_tau"):
+            _check(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "> 0")
 
 
 @dataclass(frozen=True)
@@ -153,6 +233,7 @@ class LossWeights:
     g2l: float = 1.0
     rc: float = 1.0
     cmd: float = 0.1
+    seg: float = 1.0  # SMKD gloss segmentation (label-smoothed CE on GSBA pseudo-labels)
 
     def validate(self, p: str) -> None:
         for f in dataclasses.fields(self):
@@ -181,6 +262,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 on CUDA, off on CPU
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    nproc: int = 1  # > 1: the train stage relaunches itself under torchrun (DDP, one process per GPU)
 
     def validate(self, p: str) -> None:
         _check(self.epochs >= 1, f"{p}.epochs", self.epochs, "an integer >= 1")
@@ -190,6 +272,7 @@ class TrainConfig:
                f"{p}.milestones", self.milestones, "strictly increasing epochs >= 1")
         _check(0 < self.gamma <= 1, f"{p}.gamma", self.gamma, "0 < x <= 1")
         _check(self.threads >= 0, f"{p}.threads", self.threads, "an integer >= 0")
+        _check(self.nproc >= 1, f"{p}.nproc", self.nproc, "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -230,6 +313,9 @@ class Params:
     spm: SpmConfig = field(default_factory=SpmConfig)
     tam: TamConfig = field(default_factory=TamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    vac: VacConfig = field(default_factory=VacConfig)
+    smkd: SmkdConfig = field(default_factory=SmkdConfig)
+    ctca: CtcaConfig = field(default_factory=CtcaConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -241,6 +327,12 @@ class Params:
                "'data/synthsign' when data.dataset=synthetic (the synthesize stage writes it)")
         _check(self.loader.crop <= self.frames.size, "loader.crop", self.loader.crop,
                f"<= frames.size ({self.frames.size})")
+        _check(self.model.method not in ("vac", "smkd") or self.tam.depth >= 3, "tam.depth", self.tam.depth,
+               f">= 3 with model.method={self.model.method} (its conv head and sequence head must differ)")
+        _check(self.model.method != "smkd" or self.smkd.gsba_start < self.train.epochs, "smkd.gsba_start",
+               self.smkd.gsba_start, f"< train.epochs ({self.train.epochs})")
+        _check(self.spm.arch == "resnet18" or not self.spm.pretrained, "spm.pretrained", self.spm.pretrained,
+               "'' unless spm.arch=resnet18")
 
     def section(self, name: str) -> dict:
         return to_dict(getattr(self, name))

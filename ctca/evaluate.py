@@ -6,7 +6,7 @@ model can never look better by dropping what it cannot predict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +30,9 @@ class SplitEval:
     loss: float  # mean CTC loss over clips with a finite loss (in-vocabulary targets)
     nonfinite: int
     oov_tokens: int  # reference tokens that are not in the training vocabulary
+    head: str = "seq"  # the inference head ``result`` scores
+    heads: dict[str, WerResult] = field(default_factory=dict)  # every head of the model (VAC: seq and conv)
+    head_hyps: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -41,7 +44,7 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
     model.eval()
     dataset = ClipDataset(split, AugmentConfig(crop=crop), train=False)
     loader = make_loader(dataset, batch_size, train=False, pad=pad, stride=stride)
-    hyps: dict[str, list[str]] = {}
+    head_hyps: dict[str, dict[str, list[str]]] = {}
     refs: dict[str, list[str]] = {}
     signers: dict[str, str] = {}
     loss_sum, n_loss, nonfinite = 0.0, 0, 0
@@ -49,25 +52,30 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
         batch = batch.to(device)
         with autocast(device, amp):
             out = model(batch.video, batch.mask, batch.lengths)
-        log_probs = torch.log_softmax(out.logits.float(), dim=-1)
         # a clip whose glosses are all out of vocabulary has an empty target: CTC scores it as all-blank
         res = ctc_loss(out.logits, out.lengths, batch.labels, batch.label_lengths)
         good = len(batch.ids) - res.nonfinite
         loss_sum += float(res.loss) * good
         n_loss += good
         nonfinite += res.nonfinite
-        decoded = decoder(log_probs.transpose(0, 1).cpu(), out.lengths.cpu())
-        for uid, glosses, signer, ids in zip(batch.ids, batch.glosses, batch.signers, decoded, strict=True):
-            hyps[uid] = vocab.decode(ids)
+        for head, logits in out.heads.items():
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            decoded = decoder(log_probs.transpose(0, 1).cpu(), out.lengths.cpu())
+            for uid, ids in zip(batch.ids, decoded, strict=True):
+                head_hyps.setdefault(head, {})[uid] = vocab.decode(ids)
+        for uid, glosses, signer in zip(batch.ids, batch.glosses, batch.signers, strict=True):
             refs[uid] = list(glosses)
             signers[uid] = signer
     if was_training:
         model.train()
+    primary = getattr(model, "inference_head", "seq")
+    hyps = head_hyps[primary]
     result, alignments = score_corpus(refs, hyps)
+    heads = {h: result if h == primary else score_corpus(refs, hh)[0] for h, hh in head_hyps.items()}
     oov = sum(1 for r in refs.values() for g in r if g not in vocab)
     return SplitEval(split=name, result=result, hyps=hyps, refs=refs, alignments=alignments,
                      per_signer=score_by_group(alignments, signers), loss=loss_sum / max(n_loss, 1),
-                     nonfinite=nonfinite, oov_tokens=oov)
+                     nonfinite=nonfinite, oov_tokens=oov, head=primary, heads=heads, head_hyps=head_hyps)
 
 
 def write_split_outputs(ev: SplitEval, out_dir) -> None:

@@ -1,11 +1,14 @@
 """Stage pretrain_spm: train the SPM under a shallow TAM (spm.pretrain_depth) and hand its weights to train.
 
 CTCA's empirical finding: a shallow temporal module lets the spatial module be trained more thoroughly.
+Pretraining always trains the plain CTC model (method ``baseline``), whatever ``model.method`` is, so all
+methods start from the same SPM and changing the method does not rerun this stage.
 """
 
 from __future__ import annotations
 
 from ctca.config import Params
+from ctca.models.resnet import load_pretrained
 from ctca.pipeline import CKPT_DIR, CLIPS_DIR, METRICS_DIR, SPM_WEIGHTS, stage_main, write_json
 from ctca.tracking import stage_run
 from ctca.train import FitSpec, atomic_save, fit, model_config, recognizer_from_config, seed_everything
@@ -21,7 +24,9 @@ def run(params: Params) -> None:
 
             seed_everything(spec.seed)
             vocab = Vocabulary.load(CLIPS_DIR / "vocab.json")
-            model = recognizer_from_config(model_config(params, vocab.num_classes, spec.depth))
+            model = recognizer_from_config(model_config(params, vocab.num_classes, spec.depth, "baseline"))
+            if params.spm.pretrained:  # the ImageNet initialisation, handed over as is
+                load_pretrained(model.spm.backbone, params.spm.pretrained)
             atomic_save(model.spm.state_dict(), SPM_WEIGHTS)
             write_json(METRICS_DIR / "pretrain_spm.json", {"epochs": 0})
             return

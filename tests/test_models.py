@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ctca.models.recognizer import build_recognizer, count_parameters
+from ctca.models.heads import NormLinear
+from ctca.models.recognizer import build_recognizer, count_parameters, inference_parameters
 from ctca.models.spm import CompactCNN, SpatialPerception
 from ctca.models.tam import TemporalAggregation
 
@@ -61,14 +62,89 @@ def test_masked_bn_ignores_padding_frames():
     assert torch.allclose(bn.running_var, bn_twin.running_var, atol=1e-6)
 
 
+def cfg(method, **kw):
+    base = {"method": method, "num_classes": 11, "spm_arch": "compact", "spm_channels": [4, 8], "depth": 3,
+            "hidden": 8, "dropout": 0.0}
+    if method == "ctca":
+        base["ctca"] = {"local_kernels": [3, 3, 3], "global_layers": 2, "downsample": "none",
+                        "classifier": "normlinear", "inference": "global", "proj_dim": 4, "rc_target": "cross",
+                        "emb_dim": 5}
+    base.update(kw)
+    return base
+
+
+def _run(model, t_out=5):
+    video = torch.randn(2, model.stride * t_out + 2 * model.frame_padding, 3, 16, 16)
+    mask = torch.ones(video.shape[:2], dtype=torch.bool)
+    return model(video, mask, torch.tensor([video.shape[1]] * 2))
+
+
 def test_recognizer_forward_and_module_groups():
-    model = build_recognizer("baseline", 11, "compact", (4, 8), depth=3, hidden=8, dropout=0.0)
+    model = build_recognizer(cfg("baseline"))
     groups = model.module_groups()
     assert set(groups) == {"spm", "tam", "classifier"}
     assert sum(count_parameters(m) for m in groups.values()) == count_parameters(model)
-    video = torch.randn(2, 4 * 5 + 2 * model.frame_padding, 3, 16, 16)
-    mask = torch.ones(video.shape[:2], dtype=torch.bool)
-    out = model(video, mask, torch.tensor([video.shape[1]] * 2))
+    out = _run(model)
     assert out.logits.shape == (5, 2, 11) and out.lengths.tolist() == [5, 5]
-    with pytest.raises(ValueError, match="model.method='vac'"):
-        build_recognizer("vac", 11, "compact", (4,), 4, 8, 0.0)
+    assert set(out.heads) == {"seq"}
+    with pytest.raises(ValueError, match="model.method='nope'"):
+        build_recognizer(cfg("nope"))
+
+
+def test_vac_has_an_independent_conv_head_and_smkd_shares_until_untied():
+    vac = build_recognizer(cfg("vac"))
+    out = _run(vac)
+    assert set(out.heads) == {"seq", "conv"} and vac.conv_head is vac.conv_classifier
+    assert inference_parameters(vac) == count_parameters(vac) - count_parameters(vac.conv_classifier)
+
+    smkd = build_recognizer(cfg("smkd", weight_norm=True))
+    assert isinstance(smkd.classifier, NormLinear) and smkd.conv_head is smkd.classifier
+    out = _run(smkd)
+    (out.heads["conv"].sum() + out.heads["seq"].sum()).backward()
+    assert smkd.conv_classifier.weight.grad is None  # tied: the copy is not trained
+    smkd.zero_grad()
+    smkd.untie()
+    assert smkd.conv_head is smkd.conv_classifier
+    assert torch.equal(smkd.conv_classifier.weight, smkd.classifier.weight)
+    with torch.no_grad():
+        smkd.conv_classifier.weight.add_(1.0)  # untied copies are independent parameters
+    assert not torch.equal(smkd.conv_classifier.weight, smkd.classifier.weight)
+    assert "tied" in smkd.state_dict() and not bool(smkd.state_dict()["tied"])
+
+
+def test_norm_linear_is_cosine_times_feature_norm():
+    head = NormLinear(3, 2)
+    x = torch.tensor([[3.0, 4.0, 0.0]])
+    w = head.weight.detach()
+    cos = (x @ w) / (x.norm() * w.norm(dim=0))
+    assert torch.allclose(head(x), x.norm() * cos)
+
+
+@pytest.mark.parametrize("downsample,t_out", [("none", 20), ("pool4", 5)])
+def test_ctca_dual_path_shapes_and_inference_parameters(downsample, t_out):
+    c = cfg("ctca")
+    c["ctca"]["downsample"] = downsample
+    model = build_recognizer(c)
+    model.active_aux = frozenset({"l2g", "rc"})
+    model.train()
+    out = _run(model, t_out)
+    assert set(out.heads) == {"global", "local"} and out.logits is out.heads["global"]
+    assert out.logits.shape == (t_out, 2, 11)
+    assert {"proj_local", "proj_global", "rc_global", "rc_local"} <= set(out.features)
+    # inference keeps the SPM, the global path and its classifier only
+    kept = count_parameters(model.spm) + count_parameters(model.global_path) + count_parameters(
+        model.global_classifier)
+    assert inference_parameters(model) == kept < count_parameters(model)
+    model.eval()
+    assert "proj_local" not in _run(model, t_out).features
+
+
+def test_ctca_local_path_ignores_frames_past_the_length():
+    model = build_recognizer(cfg("ctca")).eval()
+    video = torch.randn(2, 12, 3, 16, 16)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 8:] = False
+    out = model(video, mask, torch.tensor([12, 8]))
+    assert torch.equal(out.features["local"][8:, 1], torch.zeros_like(out.features["local"][8:, 1]))
+    alone = model(video[1:, :8], mask[1:, :8], torch.tensor([8]))
+    assert torch.allclose(alone.heads["global"][:, 0], out.heads["global"][:8, 1], atol=1e-5)

@@ -1,26 +1,48 @@
-"""Corpus readers: one interface over SynthSign, PHOENIX-2014 (and later PHOENIX-2014-T, CSL-Daily).
+"""Corpus readers: one interface over SynthSign, PHOENIX-2014, PHOENIX-2014-T and CSL-Daily.
 
 A reader turns a corpus on disk into :class:`Sample` records (id, split, signer, glosses, and where
 the pixels are: a video file or a folder of frame images). Nothing is dropped here: a sample whose
-video or frame folder is missing is still returned, and frame extraction reports it.
+video or frame folder is missing is still returned, and frame extraction reports it (the
+``data.max_bad_fraction`` rule applies). Rules that single samples out are logged (logger
+``ctca.data.corpus``), never applied silently.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 PHOENIX_FEATURES = Path("features") / "fullFrame-210x260px"
 PHOENIX_HEADER = ["id", "folder", "signer", "annotation"]
+PHOENIX_T_HEADER = ["name", "video", "start", "end", "speaker", "orth", "translation"]
+CSL_DAILY_MAP_HEADER = ["index", "name", "length", "gloss", "char", "word", "postag"]
+CSL_DAILY_SPLIT_HEADER = ["name", "split"]
+CSL_DAILY_FRAMES = Path("sentence") / "frames_512x512"
+
+#: PHOENIX-2014 samples known to be unusable, id -> why. The reader still returns them (with a
+#: warning); training excludes them through the general CTC-feasibility rule (``ctca.train.feasibility``),
+#: which lists every excluded clip with its reason. VAC drops row 2390 of train by index instead.
+PHOENIX2014_KNOWN_BROKEN: Mapping[str, str] = MappingProxyType({
+    "13April_2011_Wednesday_tagesschau_default-14":
+        "16 frames for 16 glosses: CTC cannot fit it after 4x temporal downsampling",
+})
+
+# CSL-Daily names are S<sentence>_P<signer>_T<take>, e.g. S000020_P0000_T00 -> signer P0000.
+_CSL_DAILY_NAME = re.compile(r"S\d+_(P\d+)_T\d+")
 
 
 class CorpusError(ValueError):
-    """A corpus file is missing or malformed; the message names the file and what was expected."""
+    """A corpus file is missing or malformed; the message names the file (and line) and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +51,8 @@ class Sample:
 
     ``source`` is a video file when ``kind == "video"``; otherwise it is the frame folder and
     ``pattern`` the glob (relative to it) that lists the frames in temporal order when sorted.
+    ``missing_reason``, when set, is the failure reason to report if ``source`` does not exist
+    (e.g. every folder the reader tried).
     """
 
     id: str
@@ -38,6 +62,7 @@ class Sample:
     source: Path
     kind: str  # "video" | "frames"
     pattern: str = "*.png"
+    missing_reason: str = ""
 
     def frame_paths(self) -> list[Path]:
         """Sorted frame files of a frame-folder sample (empty if the folder is missing)."""
@@ -61,37 +86,77 @@ def _source_from_folder(split_dir: Path, folder: str) -> tuple[Path, str, str]:
     return split_dir / rel, "frames", "*.png"
 
 
-def read_phoenix_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a PHOENIX-2014 ``*.corpus.csv`` (``id|folder|signer|annotation``, no quoting)."""
+def read_pipe_table(path: Path, header: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` pairs of a ``|``-separated table with a header line and no quoting.
+
+    Blank lines are skipped; a wrong header or field count is a :class:`CorpusError` naming
+    ``file:line``. ``what`` names the format in the messages.
+    """
     if not path.is_file():
-        raise CorpusError(f"{path}: corpus file not found (expected a '|'-separated PHOENIX-2014 corpus CSV)")
-    with path.open(newline="", encoding="utf-8") as fh:
+        raise CorpusError(f"{path}: file not found (expected a '|'-separated {what})")
+    expected = "|".join(header)
+    # utf-8-sig: a byte-order mark (some editors add one) is not part of the first column name
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter="|", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != PHOENIX_HEADER:
-            raise CorpusError(f"{path}: header {header!r}, expected {'|'.join(PHOENIX_HEADER)!r}")
+        first = next(reader, None)
+        if first != list(header):
+            got = "empty file" if first is None else repr("|".join(first))
+            raise CorpusError(f"{path}:1: header {got}, expected {expected!r} ({what})")
         rows = []
-        for lineno, row in enumerate(reader, start=2):
+        for row in reader:
             if not row:
                 continue
-            if len(row) != 4:
-                raise CorpusError(f"{path}:{lineno}: {len(row)} fields, expected 4 ({'|'.join(PHOENIX_HEADER)})")
-            rows.append(dict(zip(PHOENIX_HEADER, row, strict=True)))
+            if len(row) != len(header):
+                raise CorpusError(
+                    f"{path}:{reader.line_num}: {len(row)} fields, expected {len(header)} ({expected})"
+                )
+            rows.append((reader.line_num, dict(zip(header, row, strict=True))))
     return rows
 
 
-class Phoenix2014Reader:
+def read_phoenix_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a PHOENIX-2014 ``*.corpus.csv`` (``id|folder|signer|annotation``, no quoting)."""
+    return [row for _, row in read_pipe_table(path, PHOENIX_HEADER, "PHOENIX-2014 corpus CSV")]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise CorpusError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+
+class CorpusReader:
+    """Interface of every reader: ``name`` (the ``data.dataset`` value), ``root``, ``samples(split)``.
+
+    Iterating a reader yields the samples of train, dev and test in that order.
+    """
+
+    name: str = ""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def samples(self, split: str) -> list[Sample]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Sample]:
+        for split in SPLITS:
+            yield from self.samples(split)
+
+
+class Phoenix2014Reader(CorpusReader):
     """PHOENIX-2014 multisigner layout; also the on-disk format of the SynthSign corpus.
 
     ``root`` is the folder that holds ``annotations/`` and ``features/`` (for the real corpus,
     ``phoenix2014-release/phoenix-2014-multisigner``). The ``folder`` column is resolved relative
     to ``features/fullFrame-210x260px/<split>/``: a frame glob (PHOENIX) or a video file (SynthSign).
+    Ids in :attr:`known_broken` are returned like any other sample, with a logged warning.
     """
 
     name = "phoenix2014"
+    known_broken: Mapping[str, str] = PHOENIX2014_KNOWN_BROKEN
 
     def __init__(self, root: Path | str):
-        self.root = Path(root)
+        super().__init__(root)
         if not (self.root / "annotations" / "manual").is_dir():
             raise CorpusError(
                 f"{self.root}: no annotations/manual/ folder; expected the PHOENIX-2014 layout "
@@ -102,16 +167,21 @@ class Phoenix2014Reader:
         return self.root / "annotations" / "manual" / f"{split}.corpus.csv"
 
     def samples(self, split: str) -> list[Sample]:
-        if split not in SPLITS:
-            raise CorpusError(f"unknown split {split!r}; expected one of {SPLITS}")
+        _check_split(split)
         split_dir = self.root / PHOENIX_FEATURES / split
         out = []
         seen: set[str] = set()
         path = self.corpus_file(split)
-        for row in read_phoenix_csv(path):
+        for lineno, row in read_pipe_table(path, PHOENIX_HEADER, "PHOENIX-2014 corpus CSV"):
             if row["id"] in seen:
-                raise CorpusError(f"{path}: duplicate id {row['id']!r}")
+                raise CorpusError(f"{path}:{lineno}: duplicate id {row['id']!r}")
             seen.add(row["id"])
+            if row["id"] in self.known_broken:
+                log.warning(
+                    "%s/%s: known broken PHOENIX-2014 sample (%s); kept by the reader, excluded from "
+                    "training by the CTC-feasibility rule (ctca.train.feasibility), which lists it with "
+                    "its reason", split, row["id"], self.known_broken[row["id"]],
+                )
             source, kind, pattern = _source_from_folder(split_dir, row["folder"])
             out.append(
                 Sample(
@@ -126,29 +196,225 @@ class Phoenix2014Reader:
             )
         return out
 
-    def __iter__(self) -> Iterator[Sample]:
-        for split in SPLITS:
-            yield from self.samples(split)
-
 
 class SynthSignReader(Phoenix2014Reader):
     """The built-in synthetic corpus: PHOENIX-2014 layout plus ``synthsign.json`` (generator metadata)."""
 
     name = "synthetic"
+    # rendered clips: a PHOENIX id (synth.from_corpus) does not carry the real clip's length over
+    known_broken: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, root: Path | str):
         super().__init__(root)
         if not (self.root / "synthsign.json").is_file():
-            raise CorpusError(f"{self.root}: no synthsign.json; not a SynthSign corpus (run the synthesize stage)")
+            raise CorpusError(
+                f"{self.root}: no synthsign.json; not a SynthSign corpus (run the synthesize stage)"
+            )
 
 
-READERS = {"synthetic": SynthSignReader, "phoenix2014": Phoenix2014Reader}
+def _without_level_1(rel: Path) -> Path | None:
+    """A split-relative frame folder without its last ``1`` level (``<name>/1`` -> ``<name>``), else None."""
+    parts = rel.parts
+    if len(parts) < 2 or "1" not in parts:
+        return None
+    i = len(parts) - 1 - parts[::-1].index("1")
+    return Path(*parts[:i], *parts[i + 1:])
 
 
-def open_corpus(dataset: str, root: Path | str) -> Phoenix2014Reader:
+class Phoenix2014TReader(CorpusReader):
+    """PHOENIX-2014-T (release v3): ``root`` is the ``PHOENIX-2014-T`` folder.
+
+    Reads ``annotations/manual/PHOENIX-2014-T.<split>.corpus.csv``
+    (``name|video|start|end|speaker|orth|translation``); glosses are ``orth`` split on whitespace,
+    signer is ``speaker``. Frames: ``features/fullFrame-210x260px/<split>/`` + the ``video`` glob
+    (``<name>/1/*.png``) if that folder exists, else the same without the ``1/`` level (the real
+    release has no ``1/``). When neither exists the sample is still returned, with a
+    ``missing_reason`` naming both folders.
+    """
+
+    name = "phoenix2014t"
+
+    def __init__(self, root: Path | str):
+        super().__init__(root)
+        if not (self.root / "annotations" / "manual").is_dir():
+            raise CorpusError(
+                f"{self.root}: no annotations/manual/ folder; expected the PHOENIX-2014-T layout "
+                "(annotations/manual/PHOENIX-2014-T.{train,dev,test}.corpus.csv, "
+                "features/fullFrame-210x260px/<split>/)"
+            )
+
+    def corpus_file(self, split: str) -> Path:
+        return self.root / "annotations" / "manual" / f"PHOENIX-2014-T.{split}.corpus.csv"
+
+    def samples(self, split: str) -> list[Sample]:
+        _check_split(split)
+        split_dir = self.root / PHOENIX_FEATURES / split
+        path = self.corpus_file(split)
+        out = []
+        seen: set[str] = set()
+        n_flat = 0
+        for lineno, row in read_pipe_table(path, PHOENIX_T_HEADER, "PHOENIX-2014-T corpus CSV"):
+            name = row["name"]
+            if not name:
+                raise CorpusError(f"{path}:{lineno}: empty name")
+            if name in seen:
+                raise CorpusError(f"{path}:{lineno}: duplicate name {name!r}")
+            seen.add(name)
+            source, kind, pattern = _source_from_folder(split_dir, row["video"])
+            missing = ""
+            if kind == "frames" and not source.is_dir():
+                alt_rel = _without_level_1(source.relative_to(split_dir))
+                alt = None if alt_rel is None else split_dir / alt_rel
+                if alt is not None and alt.is_dir():
+                    source, n_flat = alt, n_flat + 1
+                elif alt is not None:
+                    missing = (f"frame folder not found: tried {source} (the CSV video glob) "
+                               f"and {alt} (without 1/)")
+                else:
+                    missing = f"frame folder not found: tried {source} (the CSV video glob)"
+            out.append(
+                Sample(
+                    id=name,
+                    split=split,
+                    signer=row["speaker"],
+                    glosses=split_glosses(row["orth"]),
+                    source=source,
+                    kind=kind,
+                    pattern=pattern,
+                    missing_reason=missing,
+                )
+            )
+        if n_flat:
+            log.info("%s: %d of %d frame folders found without the 1/ level of the CSV video glob "
+                     "(the release layout)", path, n_flat, len(out))
+        return out
+
+
+def _some(names: Sequence[str], n: int = 5) -> str:
+    """The first ``n`` names, comma-separated, and how many more."""
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def csl_daily_signer(name: str) -> str:
+    """Signer of a CSL-Daily name ``S<sentence>_P<signer>_T<take>``: the ``P####`` part, else "unknown"."""
+    m = _CSL_DAILY_NAME.fullmatch(name)
+    return m.group(1) if m else "unknown"
+
+
+class CslDailyReader(CorpusReader):
+    """CSL-Daily: ``root`` holds ``sentence_label/`` and ``sentence/frames_512x512/``.
+
+    Annotations: ``sentence_label/video_map.txt`` (``index|name|length|gloss|char|word|postag``),
+    glosses = ``gloss`` split on whitespace; signer from the name (:func:`csl_daily_signer`).
+    Splits: ``split_1.txt`` (``name|split``) at ``sentence_label/`` or else at the root. Names in
+    ``video_map.txt`` that the split file lacks go to train, as in the reference code, and are logged
+    and listed in :attr:`unsplit`; split-file names absent from ``video_map.txt`` are an error.
+    Frames: ``sentence/frames_512x512/<name>/*.jpg``. Samples keep ``video_map.txt`` order; none is
+    dropped (the reference code loses the last sample of every split).
+    """
+
+    name = "csl-daily"
+
+    def __init__(self, root: Path | str):
+        super().__init__(root)
+        if not self.video_map_file.is_file():
+            raise CorpusError(
+                f"{self.root}: no sentence_label/video_map.txt; expected the CSL-Daily layout "
+                "(sentence_label/video_map.txt, split_1.txt in sentence_label/ or the root, "
+                "sentence/frames_512x512/<name>/*.jpg)"
+            )
+        self._by_split: dict[str, list[Sample]] | None = None
+        self.unsplit: tuple[str, ...] = ()  # video_map names missing from the split file (put into train)
+
+    @property
+    def video_map_file(self) -> Path:
+        return self.root / "sentence_label" / "video_map.txt"
+
+    def split_file(self) -> Path:
+        """``sentence_label/split_1.txt`` if present, else ``<root>/split_1.txt``."""
+        for path in (self.root / "sentence_label" / "split_1.txt", self.root / "split_1.txt"):
+            if path.is_file():
+                return path
+        raise CorpusError(
+            f"{self.root}: no split_1.txt in sentence_label/ or the root "
+            f"(expected a '|'-separated {'|'.join(CSL_DAILY_SPLIT_HEADER)} file with train/dev/test values)"
+        )
+
+    def _read_splits(self, path: Path) -> dict[str, str]:
+        splits: dict[str, str] = {}
+        for lineno, row in read_pipe_table(path, CSL_DAILY_SPLIT_HEADER, "CSL-Daily split file"):
+            name, split = row["name"].strip(), row["split"].strip()
+            if split not in SPLITS:
+                raise CorpusError(f"{path}:{lineno}: split {split!r} for {name!r}, expected one of {SPLITS}")
+            if name in splits:
+                raise CorpusError(f"{path}:{lineno}: duplicate name {name!r}")
+            splits[name] = split
+        return splits
+
+    def _index(self) -> dict[str, list[Sample]]:
+        if self._by_split is not None:
+            return self._by_split
+        split_path = self.split_file()
+        splits = self._read_splits(split_path)
+        path = self.video_map_file
+        by_split: dict[str, list[Sample]] = {s: [] for s in SPLITS}
+        seen: set[str] = set()
+        unsplit = []
+        for lineno, row in read_pipe_table(path, CSL_DAILY_MAP_HEADER, "CSL-Daily video_map.txt"):
+            name = row["name"].strip()
+            if not name:
+                raise CorpusError(f"{path}:{lineno}: empty name")
+            if name in seen:
+                raise CorpusError(f"{path}:{lineno}: duplicate name {name!r}")
+            seen.add(name)
+            split = splits.get(name)
+            if split is None:
+                split = "train"
+                unsplit.append(name)
+            by_split[split].append(
+                Sample(
+                    id=name,
+                    split=split,
+                    signer=csl_daily_signer(name),
+                    glosses=split_glosses(row["gloss"]),
+                    source=self.root / CSL_DAILY_FRAMES / name,
+                    kind="frames",
+                    pattern="*.jpg",
+                )
+            )
+        orphans = [n for n in splits if n not in seen]
+        if orphans:
+            raise CorpusError(
+                f"{split_path}: {len(orphans)} names are not in {path}: {_some(orphans)}"
+            )
+        if unsplit:
+            log.warning(
+                "%s: %d of %d names are not in %s; assigned to train (as the reference code does): %s",
+                path, len(unsplit), len(seen), split_path, _some(unsplit),
+            )
+        self.unsplit = tuple(unsplit)
+        self._by_split = by_split
+        return by_split
+
+    def samples(self, split: str) -> list[Sample]:
+        _check_split(split)
+        return list(self._index()[split])
+
+
+READERS: dict[str, type[CorpusReader]] = {
+    "synthetic": SynthSignReader,
+    "phoenix2014": Phoenix2014Reader,
+    "phoenix2014t": Phoenix2014TReader,
+    "csl-daily": CslDailyReader,
+}
+
+
+def open_corpus(dataset: str, root: Path | str) -> CorpusReader:
     """The reader for ``data.dataset`` at ``data.root``."""
     try:
         cls = READERS[dataset]
     except KeyError:
-        raise CorpusError(f"data.dataset={dataset!r}: unknown; expected one of {sorted(READERS)}") from None
+        raise CorpusError(
+            f"data.dataset={dataset!r}: unknown; expected one of {', '.join(repr(k) for k in READERS)}"
+        ) from None
     return cls(root)

@@ -101,9 +101,10 @@ def _iter_video(path: Path, info: dict[str, Any]) -> Iterator[np.ndarray]:
 
 
 def _iter_frame_folder(sample: Sample) -> Iterator[np.ndarray]:
-    """RGB frames of a frame-folder sample, in sorted file order."""
+    """RGB frames of a frame-folder sample (PNG or JPEG, per ``sample.pattern``), in sorted file order."""
     if not sample.source.is_dir():
-        raise _SampleFailure("frame folder not found")
+        # the reader's reason names every folder it tried (PHOENIX-2014-T: with and without 1/)
+        raise _SampleFailure(sample.missing_reason or "frame folder not found")
     paths = sample.frame_paths()
     if not paths:
         raise _SampleFailure(f"no frames matching {sample.pattern!r} in the frame folder")

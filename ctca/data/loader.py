@@ -326,10 +326,13 @@ def make_loader(
     stride: int,
     num_workers: int = 0,
     seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> ClipLoader:
-    """DataLoader over ``dataset`` with :class:`LengthBucketSampler` (shuffled iff ``train``) and
-    :func:`collate`. Call ``loader.set_epoch(epoch)`` before each epoch."""
-    sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=train, seed=seed)
+    """DataLoader over ``dataset`` with :class:`LengthBucketSampler` (shuffled iff ``train``; this rank's
+    share under DDP) and :func:`collate`. Call ``loader.set_epoch(epoch)`` before each epoch."""
+    sampler = LengthBucketSampler(dataset.lengths, batch_size, shuffle=train, seed=seed, num_replicas=num_replicas,
+                                  rank=rank)
     return ClipLoader(
         dataset,
         batch_sampler=sampler,

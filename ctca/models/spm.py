@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ctca.models.resnet import ResNet18, load_pretrained
+
 
 class CompactCNN(nn.Module):
     """[Conv3x3 -> BN -> ReLU -> MaxPool2] x len(channels), then global average pooling."""
@@ -48,7 +50,19 @@ class SpatialPerception(nn.Module):
         return out
 
 
-def build_spm(arch: str, channels: tuple[int, ...]) -> SpatialPerception:
+def build_spm(arch: str, channels: tuple[int, ...], pretrained: str = "") -> SpatialPerception:
+    """SPM for ``arch``: 'compact' (``CompactCNN(channels)``) or 'resnet18' (``channels`` unused).
+
+    ``pretrained`` is a local state-dict file (ResNet-18 only), loaded with ``load_pretrained``.
+    """
     if arch == "compact":
+        if pretrained:
+            raise ValueError(f"spm.pretrained={pretrained!r} is only supported for spm.arch='resnet18', "
+                             f"not 'compact'")
         return SpatialPerception(CompactCNN(channels))
-    raise ValueError(f"spm.arch={arch!r} is not available; allowed: 'compact'")
+    if arch == "resnet18":
+        backbone = ResNet18()
+        if pretrained:
+            load_pretrained(backbone, pretrained)
+        return SpatialPerception(backbone)
+    raise ValueError(f"spm.arch={arch!r} is not available; allowed: 'compact', 'resnet18'")
