@@ -5,6 +5,7 @@
     ctca ui [--port 5000]               open the MLflow UI on the project's store
     ctca sync-exps                      tag MLflow runs with their DVC experiment commit
     ctca score HYP REF --protocol P     sclite-exact WER of a hypothesis file against an STM
+    ctca compare [--by KEY] [--out F]   experiments from MLflow grouped by a param (mean ± std over seeds)
 """
 
 from __future__ import annotations
@@ -112,6 +113,22 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from ctca.compare import collect, write_comparison
+
+    rows = collect(args.experiment)
+    for f in args.where:
+        key, _, value = f.partition("=")
+        rows = [r for r in rows if str(r.get(key)) == value]
+    if not rows:
+        print(f"error: no finished DVC experiment (train + evaluate runs) in MLflow experiment {args.experiment!r}"
+              + (f" matching {' '.join(args.where)}" if args.where else ""), file=sys.stderr)
+        return 2
+    out = write_comparison(rows, Path(args.out), by=args.by)
+    print(out.read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctca", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=_ui)
+
+    p = sub.add_parser("compare", help="compare DVC experiments from MLflow, grouped by a param")
+    p.add_argument("--by", default="model.method", help="param to group by (model.method, tam.depth, ...)")
+    p.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE", help="keep only matching experiments")
+    p.add_argument("--out", default="reports/methods.md")
+    p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
     p.add_argument("--experiment", default="ctca")

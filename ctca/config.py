@@ -287,6 +287,8 @@ class DecodeConfig:
 class EvaluateConfig:
     splits: tuple[str, ...] = ("dev", "test")
     batch_size: int = 16
+    # auto = the dataset's official protocol (phoenix2014, phoenix2014t; none for synthetic and CSL-Daily)
+    protocol: Literal["auto", "phoenix2014", "phoenix2014t", "vac-compat", "none"] = "auto"
 
     def validate(self, p: str) -> None:
         _check(len(self.splits) > 0 and set(self.splits) <= {"train", "dev", "test"}, f"{p}.splits", self.splits,

@@ -16,7 +16,18 @@ from ctca.data.vocab import Vocabulary
 from ctca.decode import Decoder
 from ctca.device import autocast
 from ctca.losses.ctc import ctc_loss
-from ctca.scoring.wer import Alignment, WerResult, score_by_group, score_corpus
+from ctca.scoring.official import score_protocol
+from ctca.scoring.wer import Alignment, WerResult
+
+# evaluate.protocol=auto: each corpus is scored under its official protocol (docs/scoring.md §11)
+DATASET_PROTOCOL = {"synthetic": "none", "phoenix2014": "phoenix2014", "phoenix2014t": "phoenix2014t",
+                    "csl-daily": "none"}
+
+
+def resolve_protocol(params) -> str:
+    """``evaluate.protocol``, with ``auto`` resolved from ``data.dataset``."""
+    p = params.evaluate.protocol
+    return DATASET_PROTOCOL[params.data.dataset] if p == "auto" else p
 
 
 @dataclass
@@ -27,9 +38,11 @@ class SplitEval:
     refs: dict[str, list[str]]
     alignments: dict[str, Alignment]
     per_signer: dict[str, WerResult]
+    signers: dict[str, str]
     loss: float  # mean CTC loss over clips with a finite loss (in-vocabulary targets)
     nonfinite: int
     oov_tokens: int  # reference tokens that are not in the training vocabulary
+    protocol: str = "none"  # the scoring protocol (ctca.scoring.normalise)
     head: str = "seq"  # the inference head ``result`` scores
     heads: dict[str, WerResult] = field(default_factory=dict)  # every head of the model (VAC: seq and conv)
     head_hyps: dict[str, dict[str, list[str]]] = field(default_factory=dict)
@@ -38,7 +51,11 @@ class SplitEval:
 @torch.no_grad()
 def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder, batch_size: int, pad: int,
                    stride: int, crop: int, device: torch.device | str = "cpu", amp: str = "off",
-                   name: str = "dev") -> SplitEval:
+                   name: str = "dev", protocol: str = "none") -> SplitEval:
+    """Decode every head of ``model`` on ``split`` and score it under ``protocol`` (sclite-exact).
+
+    ``result``, ``alignments`` and ``per_signer`` are the inference head's; ``heads`` has every head.
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -70,24 +87,30 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
         model.train()
     primary = getattr(model, "inference_head", "seq")
     hyps = head_hyps[primary]
-    result, alignments = score_corpus(refs, hyps)
-    heads = {h: result if h == primary else score_corpus(refs, hh)[0] for h, hh in head_hyps.items()}
+    scored = score_protocol(refs, hyps, protocol, signers)
+    heads = {h: scored.result if h == primary else score_protocol(refs, hh, protocol).result
+             for h, hh in head_hyps.items()}
     oov = sum(1 for r in refs.values() for g in r if g not in vocab)
-    return SplitEval(split=name, result=result, hyps=hyps, refs=refs, alignments=alignments,
-                     per_signer=score_by_group(alignments, signers), loss=loss_sum / max(n_loss, 1),
+    return SplitEval(split=name, result=scored.result, hyps=hyps, refs=refs, alignments=scored.alignments,
+                     per_signer=scored.by_signer or {}, signers=signers, loss=loss_sum / max(n_loss, 1), protocol=protocol,
                      nonfinite=nonfinite, oov_tokens=oov, head=primary, heads=heads, head_hyps=head_hyps)
 
 
 def write_split_outputs(ev: SplitEval, out_dir) -> None:
-    """``<split>.hyp.txt`` (``id gloss gloss ...``, sorted by id) and ``<split>.pra`` (per-utterance alignments)."""
+    """``<split>.hyp.txt`` (``id gloss gloss ...``, sorted by id), ``<split>.pra`` (per-utterance alignments
+    as scored), and ``<split>.ctm`` / ``<split>.stm`` (raw hypothesis and references in the official
+    formats, so the official scripts or sclite can be run on them: ``ctca score`` reproduces them)."""
     from pathlib import Path
 
+    from ctca.scoring.ctm import write_ctm, write_stm
     from ctca.scoring.wer import format_alignment
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = sorted(ev.hyps)
     (out_dir / f"{ev.split}.hyp.txt").write_text("".join(f"{i} {' '.join(ev.hyps[i])}\n" for i in ids))
+    write_ctm(out_dir / f"{ev.split}.ctm", ev.hyps)
+    write_stm(out_dir / f"{ev.split}.stm", ev.refs, ev.signers)
     (out_dir / f"{ev.split}.pra").write_text("".join(f"id: {i}\n{format_alignment(ev.alignments[i])}\n\n"
                                                      for i in ids))
 
@@ -109,5 +132,5 @@ def posterior_example(model, split: ClipSplit, vocab: Vocabulary, index: int, pa
     ref = list(item["glosses"])
     shown = ["<blank>"] + list(dict.fromkeys(g for g in ref + (hyp or []) if g in vocab))
     cols = [0] + [vocab.encode([g])[0][0] for g in shown[1:]]
-    return {"id": item["id"], "ref": ref, "hyp": hyp or [], "classes": shown,
+    return {"id": item["id"], "frames_per_step": stride, "ref": ref, "hyp": hyp or [], "classes": shown,
             "probs": probs[:, cols].T.tolist(), "other": (1 - probs[:, cols].sum(-1)).clamp(min=0).tolist()}

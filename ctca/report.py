@@ -29,6 +29,20 @@ def wer_table(evaluation: dict) -> list[str]:
     return lines
 
 
+def heads_table(evaluation: dict) -> list[str]:
+    """WER of every head of a two-head model (VAC/SMKD: seq and conv; CTCA: global and local)."""
+    first = next(iter(evaluation["splits"].values()), {})
+    heads = first.get("heads", {})
+    if len(heads) < 2:
+        return []
+    lines = [f"All heads (inference uses **{first.get('head')}**):", "",
+             "| split | head | WER % | del % | ins % |", "|---|---|---|---|---|"]
+    for split, m in evaluation["splits"].items():
+        for head, r in m.get("heads", {}).items():
+            lines.append(f"| {split} | {head} | {_fmt(r['wer'], 2)} | {_fmt(r['del'], 2)} | {_fmt(r['ins'], 2)} |")
+    return lines + [""]
+
+
 def plot_curves(history: list[dict], pretrain: list[dict], out: Path) -> list[str]:
     """training_loss.png and dev_wer.png; returns the file names written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +93,7 @@ def plot_posteriors(example: dict, out: Path) -> str:
         # matplotlib hides legend labels that start with "_" (PHOENIX's __ON__/__OFF__)
         ax.plot(steps, row, label=f" {name}" if name.startswith("_") else name, linewidth=1.5, **style)
     ax.plot(steps, example["other"], color="0.85", linewidth=1, label="other glosses")
-    ax.set_xlabel("output step (4 frames each)")
+    ax.set_xlabel(f"output step ({example.get('frames_per_step', 4)} frames each)")
     ax.set_ylabel("posterior")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{example['id']}\nREF: {' '.join(example['ref'])}\nHYP: {' '.join(example['hyp'])}",
@@ -119,13 +133,17 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
         f"decoder {evaluation['decoder']} (beam {evaluation['beam_width']}), scoring protocol "
         f"**{evaluation['protocol']}**. DVC experiment: `{os.environ.get('DVC_EXP_NAME') or '(dvc repro)'}`.",
         "",
-        "## Word error rate",
+        f"## Word error rate (protocol: {evaluation['protocol']})",
         "",
         *wer_table(evaluation),
         "",
-        "WER = (S + D + I) / N over the whole split (sclite alignment: substitution 4, deletion 3, insertion 3); "
-        "del % and ins % as in the papers' tables. References keep out-of-vocabulary glosses.",
+        "WER = (S + D + I) / N over the whole split, scored as the official sclite pipeline scores it "
+        f"(protocol `{evaluation['protocol']}`: its normalisation rules, `[EMPTY]` for an empty hypothesis, "
+        "sclite's alignment with substitution 4, deletion 3, insertion 3); del % and ins % as in the papers' "
+        "tables. References keep out-of-vocabulary glosses. `work/eval/<split>.ctm` and `.stm` let the "
+        "official scripts (or `ctca score`) reproduce these numbers.",
         "",
+        *heads_table(evaluation),
     ]
     if train:
         groups = train.get("parameters_by_module", {})
@@ -133,11 +151,16 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
         lines += [
             "## Model",
             "",
-            "| method | chain depth | parameters | SPM | TAM | classifier | best epoch | inference per video |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| {train['method']} | {train['depth']} | {train['parameters']:,} | {groups.get('spm', 0):,} | "
-            f"{groups.get('tam', 0):,} | {groups.get('classifier', 0):,} | {train['best_epoch']} of "
-            f"{train['epochs']} | {ms} |",
+            "| method | chain depth | parameters (inference) | SPM | TAM | classifier | training-only | best epoch "
+            "| inference per video |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {train['method']} | {train['depth'] if train['method'] != 'ctca' else '– (dual path)'} | "
+            f"{train['parameters']:,} | {groups.get('spm', 0):,} | {groups.get('tam', 0):,} | "
+            f"{groups.get('classifier', 0):,} | {sum(train.get('parameters_training_only', {}).values()):,} | "
+            f"{train['best_epoch']} of {train['epochs']} | {ms} |",
+            "",
+            "Training-only parameters (auxiliary heads, the other CTCA path, projection heads, decoders) are "
+            "not used at inference. Compare methods across experiments with `ctca compare` (reports/methods.md).",
             "",
         ]
     if figures:

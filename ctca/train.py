@@ -29,7 +29,7 @@ from ctca.data.vocab import Vocabulary
 from ctca.decode import make_decoder
 from ctca.device import autocast, select_device
 from ctca.distributed import all_reduce_sum, barrier, init_distributed, shutdown, wrap_model
-from ctca.evaluate import evaluate_split
+from ctca.evaluate import evaluate_split, resolve_protocol
 from ctca.losses.cckd import ppmi_svd_embeddings
 from ctca.losses.ctc import min_ctc_length
 from ctca.losses.objective import Objective
@@ -360,7 +360,8 @@ def fit(
         if ctx.is_main:
             if dev_split is not None:
                 dev = evaluate_split(model, dev_split, vocab, decoder, batch_size=params.evaluate.batch_size,
-                                     pad=pad, stride=stride, crop=lc.crop, device=device, amp=params.train.amp)
+                                     pad=pad, stride=stride, crop=lc.crop, device=device, amp=params.train.amp,
+                                     protocol=resolve_protocol(params))
                 metrics.update({"dev_wer": dev.result.wer, "dev_del": dev.result.del_rate,
                                 "dev_ins": dev.result.ins_rate, "dev_loss": dev.loss})
                 metrics.update({f"dev_wer_{h}": r.wer for h, r in dev.heads.items()})

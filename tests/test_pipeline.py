@@ -80,6 +80,10 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(project):
         assert m["N"] > 0 and m["wer"] == pytest.approx(100 * (m["S"] + m["D"] + m["I"]) / m["N"])
     train = json.loads((project / "metrics" / "train.json").read_text())
     assert train["depth"] == TINY_PARAMS["tam"]["depth"]
+    # the CTM/STM written by evaluate reproduce its numbers through `ctca score` (as the official scripts would)
+    scored = run([sys.executable, "-m", "ctca.cli", "score", "work/eval/dev.ctm", "work/eval/dev.stm",
+                  "--protocol", evaluation["protocol"], "--json"], project)
+    assert {k: json.loads(scored.stdout)[k] for k in "SDIN"} == {k: evaluation["splits"]["dev"][k] for k in "SDIN"}
     runs = mlflow_runs(project)
     assert sorted(r.data.tags["dvc.stage"] for r in runs) == sorted(STAGES)
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -127,11 +131,16 @@ def test_queued_experiment_runs_in_a_temporary_clone_and_its_runs_reach_the_proj
     if not (project / "models" / "model.pt").exists():
         run(["dvc", "repro"], project)
     run(["git", "checkout", "--", "."], project)  # a workspace exp run leaves params.yaml modified
-    run(["dvc", "exp", "run", "--queue", "-n", "queued-d1", "-S", "tam.depth=1"], project)
+    run(["dvc", "exp", "run", "--queue", "-n", "queued-ctca", "-S", "model.method=ctca", "-S", "loss.cmd=false"],
+        project)
     run(["dvc", "exp", "run", "--run-all", "-j", "1"], project)
-    runs = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "queued-d1"]
+    runs = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "queued-ctca"]
     stage_runs = [r for r in runs if r.data.tags["dvc.role"] == "stage"]
+    # a method change keeps the pretrained SPM: pretraining is method-independent
     assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == ["evaluate", "report", "train"]
+    train = next(r for r in stage_runs if r.data.tags["dvc.stage"] == "train")
+    assert train.data.params["model.method"] == "ctca" and train.data.params["loss.cmd"] == "False"
+    assert "loss_l2g" in train.data.metrics and "loss_cmd" not in train.data.metrics  # the toggle acted
     # the stages ran inside DVC's temporary clone, yet logged to <project>/mlflow.db
     assert all(r.data.tags["dvc.cwd"] != str(project) for r in stage_runs)
     assert all(r.data.tags["dvc.root"] == str(project) for r in stage_runs)

@@ -132,6 +132,16 @@ def align(ref: Sequence[str], hyp: Sequence[str]) -> Alignment:
     hyp_t = _check_words(hyp, "hyp")
     r = [_fold(w) for w in ref_t]
     h = [_fold(w) for w in hyp_t]
+    # A common suffix is aligned as correct words whatever precedes it: when r[n-1] == h[m-1], the diagonal
+    # costs D[n-1][m-1], which is never more than the deletion D[n-1][m] + 3 or the insertion D[n][m-1] + 3
+    # (dropping one word from an alignment changes its cost by at most 3), and diagonal wins ties. So the
+    # backtrace takes it, and the rest is the DP of the prefixes. (A common *prefix* may not be trimmed: ties
+    # can place a deletion before it.) This makes identical and mostly-correct utterances cheap.
+    suffix = 0
+    while suffix < min(len(r), len(h)) and r[len(r) - 1 - suffix] == h[len(h) - 1 - suffix]:
+        suffix += 1
+    if suffix:
+        r, h = r[: len(r) - suffix], h[: len(h) - suffix]
     n, m = len(r), len(h)
 
     # cost[i][j]: best weighted cost aligning r[:i] with h[:j]; move[i][j]: the step that reached it.
@@ -171,7 +181,7 @@ def align(ref: Sequence[str], hyp: Sequence[str]) -> Alignment:
         else:
             ops.append("I")
             j -= 1
-    return Alignment(ref=ref_t, hyp=hyp_t, ops="".join(reversed(ops)))
+    return Alignment(ref=ref_t, hyp=hyp_t, ops="".join(reversed(ops)) + "C" * suffix)
 
 
 def _rate(count: int, n: int) -> float:
