@@ -6,6 +6,7 @@
     ctca sync-exps                      tag MLflow runs with their DVC experiment commit
     ctca score HYP REF --protocol P     sclite-exact WER of a hypothesis file against an STM
     ctca compare [--by KEY] [--out F]   experiments from MLflow grouped by a param (mean ± std over seeds)
+    ctca study queue|report             the chain-depth study: queue tam.depth x seeds; gather it from MLflow
 """
 
 from __future__ import annotations
@@ -129,6 +130,26 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from ctca.compare import collect
+    from ctca.study import depth_report, queue_depth_study
+
+    if args.action == "queue":
+        names = queue_depth_study(args.depths, args.seeds, args.set)
+        print(f"queued {len(names)} experiments: {' '.join(names)}\nrun them with: dvc queue start -j 2 "
+              "(progress: dvc queue status), then: ctca study report")
+        return 0
+    rows = [r for r in collect(args.experiment, stages=("iiw",))
+            if r.get("model.method") == "baseline" and "iiw.iiw_spm_fisher_group" in r]
+    if not rows:
+        print("error: no finished chain-depth experiment (baseline with an iiw stage run) in MLflow; "
+              "run `ctca study queue` and `dvc queue start` first", file=sys.stderr)
+        return 2
+    out = depth_report(rows, Path(args.out), Path(args.out).parent / "figures")
+    print(out.read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctca", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/methods.md")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("study", help="the chain-depth study: queue it (dvc exp run --queue), or report it")
+    p.add_argument("action", choices=["queue", "report"])
+    p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params for every experiment")
+    p.add_argument("--out", default="reports/depth_study.md")
+    p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
     p.add_argument("--experiment", default="ctca")

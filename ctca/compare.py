@@ -49,7 +49,7 @@ def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: S
         train, ev = latest.get((parent, "train")), latest.get((parent, "evaluate"))
         if train is None or ev is None:
             continue
-        row = {"exp": train.data.tags.get("dvc.exp_name", parent), "parent_run": parent,
+        row = {"exp": train.data.tags.get("dvc.exp_name", parent), "parent_run": parent, "train_run": train.info.run_id,
                "parameters": train.data.metrics.get("parameters"), "protocol": ev.data.params.get("protocol")}
         row.update({k: train.data.params.get(k) for k in TRAIN_PARAMS})
         row.update({k: ev.data.metrics.get(k) for k in EVAL_METRICS})

@@ -297,6 +297,23 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class IiwConfig:
+    """Information in weights (ctca.iiw, docs iiw.md): per-epoch curves during training and the iiw stage."""
+
+    interval: int = 1  # IIW every N training epochs (0 = not during training)
+    subset: int = 32  # fixed, seeded training videos reused at every evaluation
+    seed: int = 0
+    tensor_filter: Literal["official", "all"] = "official"  # official: tensors named *weight* (no biases)
+    official_batch: int = 2  # the reference code's estimator: K batches of this size, with replacement
+    official_k: int = 10
+
+    def validate(self, p: str) -> None:
+        _check(self.interval >= 0, f"{p}.interval", self.interval, "an integer >= 0 (0 = off during training)")
+        for k in ("subset", "official_batch", "official_k"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     experiment: str = "ctca"
 
@@ -322,6 +339,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    iiw: IiwConfig = field(default_factory=IiwConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self, p: str = "") -> None:

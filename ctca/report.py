@@ -80,6 +80,58 @@ def plot_curves(history: list[dict], pretrain: list[dict], out: Path) -> list[st
     return written
 
 
+IIW_GROUPS = ("spm", "tam", "classifier")
+
+
+def plot_iiw_curves(rows: list[dict], out: Path) -> list[str]:
+    """iiw_curves.png: IIW of each module group per epoch, paper (Fisher) and official estimators, log scale."""
+    if not rows:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, est, title in ((axes[0], "fisher_group", "paper estimator (Eq. 15, per-sample Fisher)"),
+                           (axes[1], "official", "reference-code estimator")):
+        for g in IIW_GROUPS:
+            pts = [(r["epoch"], r[f"iiw_{g}_{est}"]) for r in rows if r.get(f"iiw_{g}_{est}", 0) > 0]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o-", label=g.upper() if g != "classifier" else g)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("IIW")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "iiw_curves.png", dpi=110)
+    plt.close(fig)
+    return ["iiw_curves.png"]
+
+
+def iiw_section(iiw: dict) -> list[str]:
+    """The report's IIW table (final model) with the estimators' definitions."""
+    final = iiw.get("final", {})
+    lines = ["## Information in weights (IIW)", "",
+             f"Final model, θ0 = the initial weights; {iiw.get('subset')} fixed training videos of "
+             f"n = {iiw.get('n_train')} ({iiw.get('skipped', 0)} skipped: infeasible CTC).", "",
+             "| module | parameters | IIW (paper, Fisher) | ± s.e. | IIW (reference code) | ‖Δθ‖ | IIW per parameter |",
+             "|---|---|---|---|---|---|---|"]
+    for g in IIW_GROUPS:
+        if g not in final:
+            continue
+        f, n_par = final[g], iiw.get("parameters", {}).get(g, 0)
+        per = f["fisher_group"] / n_par if n_par else None
+        lines.append(f"| {g} | {n_par:,} | {f['fisher_group']:.4g} | {f.get('fisher_group_se', 0):.2g} | "
+                     f"{f.get('official', 0):.3g} | {f.get('delta_norm', 0):.3g} | {_fmt(per, 6) if per else '–'} |")
+    cost = iiw.get("cost_ratio")
+    lines += ["", "Paper estimator: n · mean_i (Δθ·∇ℓ_i)² over the subset (Eq. 15 with a per-sample Fisher); "
+              "reference-code estimator: the square of the projected mean of 10 mini-batch gradients, per tensor, "
+              "over M batches (docs: iiw.md §2.2). Compare within a module across epochs or depths, not across "
+              "modules."]
+    if cost is not None:
+        lines.append(f"One per-epoch IIW evaluation cost {100 * cost:.1f} % of a training epoch.")
+    return lines + [""]
+
+
 def plot_posteriors(example: dict, out: Path) -> str:
     """The CTC "spike" picture: per-step posteriors of blank and of the glosses of one clip."""
     import numpy as np
@@ -120,7 +172,10 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
     cache = load("cache_features.json", {})
     if evaluation is None:
         raise FileNotFoundError(f"{metrics_dir / 'eval.json'}: missing (run the evaluate stage first)")
+    iiw = load("iiw.json")
     figures = plot_curves(history, pretrain.get("history", []), reports_dir / "figures")
+    if iiw is not None:
+        figures += plot_iiw_curves(load("iiw_curves.json", []), reports_dir / "figures")
     example = eval_dir / "posterior_example.json" if eval_dir else None
     if example is not None and example.is_file():
         figures.append(plot_posteriors(json.loads(example.read_text()), reports_dir / "figures"))
@@ -163,8 +218,10 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
             "not used at inference. Compare methods across experiments with `ctca compare` (reports/methods.md).",
             "",
         ]
+    if iiw is not None:
+        lines += iiw_section(iiw)
     if figures:
-        lines += ["## Training curves and CTC posteriors", ""] + [f"![{f}](figures/{f})" for f in figures] + [""]
+        lines += ["## Training curves, IIW curves and CTC posteriors", ""] + [f"![{f}](figures/{f})" for f in figures] + [""]
     lines += ["## Data", ""]
     counts = frames.get("counts", {})
     oov = cache.get("oov", {})

@@ -30,6 +30,7 @@ from ctca.decode import make_decoder
 from ctca.device import autocast, select_device
 from ctca.distributed import all_reduce_sum, barrier, init_distributed, shutdown, wrap_model
 from ctca.evaluate import evaluate_split, resolve_protocol
+from ctca.iiw import ctc_iiw, group_tensors, iiw_subset, snapshot
 from ctca.losses.cckd import ppmi_svd_embeddings
 from ctca.losses.ctc import min_ctc_length
 from ctca.losses.objective import Objective
@@ -53,6 +54,7 @@ class FitSpec:
     weight_decay: float = 1e-4
     seed: int = 0
     method: str = "baseline"
+    iiw: bool = False  # per-epoch IIW (params.iiw.interval) of the model's module groups
     extra_epochs: int = 0  # SMKD's decouple stage: epochs after ``epochs`` at the constant ``extra_lr``
     extra_lr: float = 0.0
 
@@ -67,6 +69,7 @@ class FitResult:
     excluded: list[dict] = field(default_factory=list)  # train samples infeasible for CTC, with the reason
     resumed_from: int | None = None
     rank: int = 0  # under torchrun: only rank 0's result is complete (it evaluated and saved)
+    theta0: dict[str, torch.Tensor] = field(default_factory=dict)  # IIW prior mean: the initial weights
 
 
 def seed_everything(seed: int) -> None:
@@ -125,9 +128,11 @@ def recognizer_from_config(cfg: dict) -> nn.Module:
     return build_recognizer(cfg)
 
 
-def save_model(path: Path, model: nn.Module, cfg: dict, vocab: Vocabulary, meta: dict) -> None:
+def save_model(path: Path, model: nn.Module, cfg: dict, vocab: Vocabulary, meta: dict,
+               theta0: dict[str, torch.Tensor] | None = None) -> None:
+    """The model file: config, weights, vocabulary, metadata and (for IIW) the initial weights θ0."""
     atomic_save({"kind": "ctca.recognizer", "config": cfg, "model": model.state_dict(),
-                 "vocab": list(vocab.glosses), "meta": meta}, path)
+                 "vocab": list(vocab.glosses), "meta": meta, "theta0": theta0 or {}}, path)
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Vocabulary, dict]:
@@ -168,7 +173,7 @@ def fit_spec(params: Params) -> FitSpec:
     t, method = params.train, params.model.method
     extra = params.smkd.decouple_epochs if method == "smkd" else 0
     return FitSpec(depth=params.tam.depth, epochs=t.epochs, lr=t.lr, milestones=t.milestones, gamma=t.gamma,
-                   weight_decay=t.weight_decay, seed=t.seed, method=method, extra_epochs=extra,
+                   weight_decay=t.weight_decay, seed=t.seed, method=method, iiw=True, extra_epochs=extra,
                    extra_lr=params.smkd.decouple_lr if extra else 0.0)
 
 
@@ -267,6 +272,13 @@ def fit(
                                   window=params.ctca.cmd_window, dim=cfg["ctca"]["emb_dim"])
         model.gloss_embeddings.copy_(emb)
     train_set = ClipDataset(train_clips, augment, train=True, seed=spec.seed)
+    # IIW prior mean θ0 = the initial weights (pretrained SPM + seeded TAM init), identical across resumes
+    ic = params.iiw
+    iiw_tensors = group_tensors(model.module_groups(), ic.tensor_filter)
+    theta0 = snapshot(iiw_tensors)
+    iiw_on = spec.iiw and ic.interval > 0 and ctx.is_main
+    iiw_set = ClipDataset(train_clips, augment, train=False)
+    iiw_indices = iiw_subset(len(train_clips.metas), ic.subset, ic.seed)
     train_loader = make_loader(train_set, lc.batch_size, train=True, pad=pad, stride=stride,
                                num_workers=lc.num_workers, seed=spec.seed, num_replicas=ctx.world_size, rank=ctx.rank)
     dev_split = store.split("dev") if "dev" in store.splits else None
@@ -280,7 +292,7 @@ def fit(
 
     # what the weights depend on: a checkpoint written under anything else is not resumed
     method_params = {s: params.section(s) for s in ("vac", "smkd", "ctca")}
-    fp = fingerprint(cfg, params.loader, params.loss, method_params, params.train.amp, spec, code_digest(),
+    fp = fingerprint(cfg, params.loader, params.loss, method_params, params.iiw, params.train.amp, spec, code_digest(),
                      _file_digest(clips_dir / "index.json"), _file_digest(init_spm) if init_spm else "",
                      params.spm.pretrained if init_spm is None else "", ctx.world_size)
     last = ckpt_dir / "last.pt"
@@ -371,6 +383,12 @@ def fit(
             else:  # no dev split: the last epoch is the selected one
                 best = {"epoch": epoch, "wer": float("nan"),
                         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            if iiw_on and (epoch + 1) % ic.interval == 0:
+                rep = ctc_iiw(model, iiw_set, iiw_indices, {k: v.to(device) for k, v in theta0.items()},
+                              n_train=len(keep), tensor_filter=ic.tensor_filter, official_batch=ic.official_batch,
+                              official_k=ic.official_k, seed=ic.seed, device=device)
+                metrics.update(rep.flat())
+                metrics["iiw_seconds"] = rep.seconds
             metrics["epoch"] = epoch + 1
             history.append(metrics)
             atomic_save({"fingerprint": fp, "epoch": epoch, "model": model.state_dict(),
@@ -387,7 +405,8 @@ def fit(
         model.load_state_dict(best["state"])
     shutdown(ctx)
     return FitResult(model=model.cpu(), vocab=vocab, history=history, best_epoch=best["epoch"] + 1,
-                     best_dev_wer=best["wer"], excluded=excluded, resumed_from=resumed_from, rank=ctx.rank)
+                     best_dev_wer=best["wer"], excluded=excluded, resumed_from=resumed_from, rank=ctx.rank,
+                     theta0=theta0)
 
 
 def _file_digest(path: Path | None) -> str:

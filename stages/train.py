@@ -14,7 +14,7 @@ from ctca.pipeline import CKPT_DIR, CLIPS_DIR, METRICS_DIR, MODEL_FILE, SPM_WEIG
 from ctca.tracking import stage_run
 from ctca.train import fit, fit_spec, model_config, save_model
 
-LOGGED_SECTIONS = ("model", "tam", "loss", "train", "loader", "spm")
+LOGGED_SECTIONS = ("model", "tam", "loss", "train", "loader", "spm", "iiw")
 
 
 def run(params: Params) -> None:
@@ -35,7 +35,8 @@ def run(params: Params) -> None:
         groups = {name: count_parameters(m) for name, m in model.module_groups().items()}
         training_only = {name: count_parameters(m) for name, m in model.training_modules().items()}
         meta = {"best_epoch": result.best_epoch, "best_dev_wer": result.best_dev_wer, "depth": spec.depth}
-        save_model(MODEL_FILE, model, model_config(params, result.vocab.num_classes, spec.depth), result.vocab, meta)
+        save_model(MODEL_FILE, model, model_config(params, result.vocab.num_classes, spec.depth), result.vocab, meta,
+                   theta0=result.theta0)
         summary = {"method": params.model.method, "depth": spec.depth, "epochs": len(result.history),
                    "best_epoch": result.best_epoch, "best_dev_wer": result.best_dev_wer,
                    "parameters": inference_parameters(model), "parameters_by_module": groups,

@@ -12,7 +12,7 @@ import yaml
 from conftest import TINY_PARAMS
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["synthesize", "extract_frames", "cache_features", "pretrain_spm", "train", "evaluate", "report"]
+STAGES = ["synthesize", "extract_frames", "cache_features", "pretrain_spm", "train", "iiw", "evaluate", "report"]
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -80,6 +80,12 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(project):
         assert m["N"] > 0 and m["wer"] == pytest.approx(100 * (m["S"] + m["D"] + m["I"]) / m["N"])
     train = json.loads((project / "metrics" / "train.json").read_text())
     assert train["depth"] == TINY_PARAMS["tam"]["depth"]
+    iiw = json.loads((project / "metrics" / "iiw.json").read_text())
+    assert {"spm", "tam", "classifier"} <= set(iiw["final"]) and iiw["final"]["spm"]["fisher_group"] > 0
+    curves = json.loads((project / "metrics" / "iiw_curves.json").read_text())
+    assert [c["epoch"] for c in curves] == list(range(1, TINY_PARAMS["train"]["epochs"] + 1))
+    assert "## Information in weights (IIW)" in report
+    assert (project / "reports" / "figures" / "iiw_curves.png").stat().st_size > 1000
     # the CTM/STM written by evaluate reproduce its numbers through `ctca score` (as the official scripts would)
     scored = run([sys.executable, "-m", "ctca.cli", "score", "work/eval/dev.ctm", "work/eval/dev.stm",
                   "--protocol", evaluation["protocol"], "--json"], project)
@@ -102,7 +108,7 @@ def test_exp_run_depth_reruns_only_dependent_stages_and_logs_the_experiment(proj
     run(["dvc", "exp", "run", "-n", "depth2", "-S", "tam.depth=2"], project)
     runs = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "depth2"]
     stages = sorted(r.data.tags["dvc.stage"] for r in runs if r.data.tags["dvc.role"] == "stage")
-    assert stages == ["evaluate", "report", "train"]
+    assert stages == ["evaluate", "iiw", "report", "train"]
     (parent,) = [r for r in runs if r.data.tags["dvc.role"] == "pipeline"]
     assert parent.info.status == "FINISHED"
     train = next(r for r in runs if r.data.tags.get("dvc.stage") == "train")
@@ -137,7 +143,7 @@ def test_queued_experiment_runs_in_a_temporary_clone_and_its_runs_reach_the_proj
     runs = [r for r in mlflow_runs(project) if r.data.tags.get("dvc.exp_name") == "queued-ctca"]
     stage_runs = [r for r in runs if r.data.tags["dvc.role"] == "stage"]
     # a method change keeps the pretrained SPM: pretraining is method-independent
-    assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == ["evaluate", "report", "train"]
+    assert sorted(r.data.tags["dvc.stage"] for r in stage_runs) == ["evaluate", "iiw", "report", "train"]
     train = next(r for r in stage_runs if r.data.tags["dvc.stage"] == "train")
     assert train.data.params["model.method"] == "ctca" and train.data.params["loss.cmd"] == "False"
     assert "loss_l2g" in train.data.metrics and "loss_cmd" not in train.data.metrics  # the toggle acted
@@ -146,4 +152,4 @@ def test_queued_experiment_runs_in_a_temporary_clone_and_its_runs_reach_the_proj
     assert all(r.data.tags["dvc.root"] == str(project) for r in stage_runs)
     assert all(r.info.status == "FINISHED" for r in runs)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    assert "queued-d1" in json.dumps(shown)
+    assert "queued-ctca" in json.dumps(shown)

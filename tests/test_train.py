@@ -115,3 +115,39 @@ def test_shallow_ladder_rungs_train(tiny_params, tiny_clips, tmp_path, depth):
                  progress=False)
     assert result.model.tam.depth == depth
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
+
+
+def test_smkd_resumes_exactly_with_its_pseudo_labels_and_untied_classifiers(tiny_clips, tmp_path, monkeypatch):
+    """Interrupted in stage 2 (gloss segmentation), resumed: identical to an uninterrupted three-stage run."""
+    from conftest import TINY_PARAMS
+
+    import ctca.data.loader as loader
+    from ctca.config import parse_params
+    from ctca.train import fit_spec
+
+    params = parse_params({**TINY_PARAMS, "model": {"method": "smkd"}, "iiw": {"interval": 0},
+                           "smkd": {"gsba_start": 1, "gsba_every": 1, "radius_every": 1, "decouple_epochs": 1}})
+    spec_ = fit_spec(params)
+    reference = fit(params, tiny_clips, tmp_path / "ref", spec_, progress=False)
+    assert len(reference.history) == params.train.epochs + 1
+    assert "loss_seg" in reference.history[-1] and "gsba_radius" in reference.history[1]
+    last = torch.load(tmp_path / "ref" / "last.pt", weights_only=False)
+    assert not bool(last["model"]["tied"])  # stage 3 untied the classifiers (the best epoch may precede it)
+
+    original = loader.ClipDataset.__getitem__
+
+    def interrupt(self, i):
+        if self.train and self.epoch >= 2:
+            raise KeyboardInterrupt("stop in epoch 3")
+        return original(self, i)
+
+    monkeypatch.setattr(loader.ClipDataset, "__getitem__", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(params, tiny_clips, tmp_path / "cut", spec_, progress=False)
+    monkeypatch.setattr(loader.ClipDataset, "__getitem__", original)
+    resumed = fit(params, tiny_clips, tmp_path / "cut", spec_, progress=False)
+    assert resumed.resumed_from == 2
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in reference.history]
+    for (k, v), (_, v2) in zip(resumed.model.state_dict().items(), reference.model.state_dict().items(),
+                               strict=True):
+        assert torch.equal(v, v2), k

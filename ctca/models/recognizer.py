@@ -162,7 +162,9 @@ class DualPathRecognizer(nn.Module):
         wn = classifier == "normlinear"
         self.local_classifier = make_classifier(hidden, num_classes, wn)
         self.global_classifier = make_classifier(hidden, num_classes, wn)
-        self.proj_local = nn.Linear(hidden, proj_dim)
+        # L_l2g compares φ_g(G) with sg(φ_l(L)): the teacher side is entirely stop-gradient, so φ_l is a
+        # fixed random projection (frozen: no optimizer state, and DDP does not wait for its gradient)
+        self.proj_local = nn.Linear(hidden, proj_dim).requires_grad_(False)
         self.proj_global = nn.Linear(hidden, proj_dim)
         self.rc_target = rc_target
         if rc_target == "cross":

@@ -1,0 +1,137 @@
+"""The chain-depth study (CTCA's empirical study, methods.md §7): queue it, then gather it from MLflow.
+
+``queue_depth_study`` queues one DVC experiment per (``tam.depth``, ``train.seed``) with
+``dvc exp run --queue``; ``dvc queue start -j N`` runs them (each in its own temporary clone, all
+logging to the project's MLflow store). ``depth_report`` reads the finished experiments back from
+MLflow and writes the paper's comparison: IIW of the SPM and of the TAM against depth (final model),
+their per-epoch curves by depth, and WER against depth, each with error bars over seeds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ctca.compare import group, mean_std  # noqa: E402
+
+ESTIMATORS = {"fisher_group": "IIW, paper estimator (Fisher)", "official": "IIW, reference-code estimator"}
+
+
+def queue_depth_study(depths: Sequence[int], seeds: Sequence[int], extra: Sequence[str] = (),
+                      cwd: Path | str = ".") -> list[str]:
+    """Queue ``depth{d}-s{s}`` experiments; returns their names. ``extra``: more ``-S key=value`` overrides."""
+    names = []
+    for d in depths:
+        for s in seeds:
+            name = f"depth{d}-s{s}"
+            cmd = ["dvc", "exp", "run", "--queue", "-n", name, "-S", f"tam.depth={d}", "-S", f"train.seed={s}"]
+            for e in extra:
+                cmd += ["-S", e]
+            subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
+            names.append(name)
+    return names
+
+
+def epoch_curves(rows: Sequence[dict], metric: str, tracking_uri: str | None = None) -> dict[str, dict[int, list]]:
+    """``metric`` per epoch for each row's train run, grouped by depth: {depth: {epoch: [values over seeds]}}."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ctca.tracking import tracking_uri as default_uri
+
+    mlflow.set_tracking_uri(tracking_uri or default_uri())
+    client = MlflowClient()
+    out: dict[str, dict[int, list]] = {}
+    for row in rows:
+        for m in client.get_metric_history(row["train_run"], metric):
+            out.setdefault(str(row["tam.depth"]), {}).setdefault(m.step, []).append(m.value)
+    return out
+
+
+def _errorbar(ax, groups: dict[str, list[dict]], key: str, label: str, fmt: str = "o-") -> None:
+    xs, ms, ss = [], [], []
+    for depth, members in groups.items():
+        m, s, n = mean_std(r.get(key) for r in members)
+        if n:
+            xs.append(int(depth))
+            ms.append(m)
+            ss.append(s)
+    if xs:
+        ax.errorbar(xs, ms, yerr=ss, fmt=fmt, capsize=4, label=label)
+
+
+def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri: str | None = None) -> Path:
+    """reports/depth_study.md with figures: IIW (SPM, TAM) and WER against chain depth, IIW per epoch by depth."""
+    groups = group(rows, "tam.depth")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, module in zip(axes, ("spm", "tam"), strict=True):
+        _errorbar(ax, groups, f"iiw.iiw_{module}_fisher_group", ESTIMATORS["fisher_group"])
+        ax.set_title(f"{module.upper()}: IIW of the trained model vs chain depth", fontsize=9)
+        ax.set_xlabel("chain depth (tam.depth)")
+        ax.set_ylabel("IIW (mean ± std over seeds)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "depth_iiw.png", dpi=110)
+    plt.close(fig)
+    figures.append("depth_iiw.png")
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    _errorbar(ax, groups, "dev_wer", "dev")
+    _errorbar(ax, groups, "test_wer", "test", fmt="s--")
+    ax.set_xlabel("chain depth (tam.depth)")
+    ax.set_ylabel("WER % (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(fig_dir / "depth_wer.png", dpi=110)
+    plt.close(fig)
+    figures.append("depth_wer.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, module in zip(axes, ("spm", "tam"), strict=True):
+        curves = epoch_curves(rows, f"iiw_{module}_fisher_group", tracking_uri)
+        for depth in sorted(curves, key=int):
+            epochs = sorted(curves[depth])
+            stats = [mean_std(curves[depth][e]) for e in epochs]
+            ax.errorbar(epochs, [m for m, _, _ in stats], yerr=[s for _, s, _ in stats], capsize=2,
+                        marker="o", markersize=3, label=f"depth {depth}")
+        ax.set_yscale("log")
+        ax.set_title(f"{module.upper()}: IIW per epoch (quick memory, slow forgetting?)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("IIW, paper estimator")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "depth_iiw_epochs.png", dpi=110)
+    plt.close(fig)
+    figures.append("depth_iiw_epochs.png")
+
+    def pm(members, key, fmt="{:.3g}"):
+        m, s, n = mean_std(r.get(key) for r in members)
+        return "–" if not n else (fmt + " ± " + fmt).format(m, s)
+
+    lines = ["# Chain-depth study", "",
+             f"{len(rows)} DVC experiments (`tam.depth` × `train.seed`), gathered from MLflow. IIW of the trained "
+             "model with θ0 = its initial weights, on a fixed seeded training subset; mean ± sample std over seeds. "
+             "Compare each module across depths (absolute values across modules are not comparable).", "",
+             "| depth | seeds | IIW SPM (paper) | IIW TAM (paper) | IIW SPM (ref. code) | IIW TAM (ref. code) | "
+             "dev WER % | test WER % |", "|---|---|---|---|---|---|---|---|"]
+    for depth, members in groups.items():
+        lines.append(f"| {depth} | {len(members)} | {pm(members, 'iiw.iiw_spm_fisher_group')} | "
+                     f"{pm(members, 'iiw.iiw_tam_fisher_group')} | {pm(members, 'iiw.iiw_spm_official')} | "
+                     f"{pm(members, 'iiw.iiw_tam_official')} | {pm(members, 'dev_wer', '{:.2f}')} | "
+                     f"{pm(members, 'test_wer', '{:.2f}')} |")
+    lines += ["", *[f"![{f}](figures/{f})" for f in figures], ""]
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("\n".join(lines))
+    return out_md
