@@ -158,7 +158,10 @@ def plot_posteriors(example: dict, out: Path) -> str:
     return "ctc_posteriors.png"
 
 
-def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: Path | None = None) -> Path:
+def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: Path | None = None,
+                 methods: list[dict] | None = None) -> Path:
+    """reports/report.md and its figures. ``methods``: finished DVC experiments (``ctca.compare.collect``)
+    for the per-method table."""
 
     def load(name: str, default=None):
         p = metrics_dir / name
@@ -218,6 +221,15 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
             "not used at inference. Compare methods across experiments with `ctca compare` (reports/methods.md).",
             "",
         ]
+    if methods:
+        from ctca.compare import markdown_table
+
+        lines += ["## Methods compared", "",
+                  f"The {len(methods)} finished DVC experiments in MLflow at `tam.depth` "
+                  f"{methods[0].get('tam.depth')} when this report was built, grouped by method (mean ± std over their seeds and other settings; `ctca compare --by <param>` for other "
+                  "groupings and the per-experiment list). Inference ms per video is measured by each run's "
+                  "evaluate stage, so it depends on the load of the machine at that time.", "",
+                  *markdown_table(methods, "model.method"), ""]
     if iiw is not None:
         lines += iiw_section(iiw)
     if figures:

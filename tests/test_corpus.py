@@ -408,3 +408,12 @@ def test_data_config_accepts_every_reader():
     from ctca.config import DataConfig
 
     assert set(typing.get_args(typing.get_type_hints(DataConfig)["dataset"])) == set(READERS)
+
+
+def test_frames_are_read_in_natural_order_when_numbers_are_not_zero_padded(tmp_path):
+    from ctca.data.corpus import Sample
+
+    for i in (1, 2, 10, 11):
+        (tmp_path / f"img_{i}.jpg").write_bytes(b"")
+    s = Sample(id="x", split="dev", signer="P0", glosses=("A",), source=tmp_path, kind="frames", pattern="*.jpg")
+    assert [p.name for p in s.frame_paths()] == ["img_1.jpg", "img_2.jpg", "img_10.jpg", "img_11.jpg"]

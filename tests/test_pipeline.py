@@ -114,6 +114,8 @@ def test_exp_run_depth_reruns_only_dependent_stages_and_logs_the_experiment(proj
     train = next(r for r in runs if r.data.tags.get("dvc.stage") == "train")
     assert train.data.params["tam.depth"] == "2"
     assert json.loads((project / "metrics" / "train.json").read_text())["depth"] == 2
+    report = (project / "reports" / "report.md").read_text()
+    assert "## Methods compared" in report and "| baseline | 1 (0) |" in report  # this experiment, from MLflow
 
     # the experiment commit exists only now: `ctca sync-exps` adds it to the experiment's runs
     run([sys.executable, "-m", "ctca.cli", "sync-exps"], project)

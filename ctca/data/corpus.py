@@ -65,10 +65,18 @@ class Sample:
     missing_reason: str = ""
 
     def frame_paths(self) -> list[Path]:
-        """Sorted frame files of a frame-folder sample (empty if the folder is missing)."""
+        """Frame files of a frame-folder sample in temporal order (empty if the folder is missing).
+
+        Natural order (digit runs compared as numbers), so ``img_2.jpg`` precedes ``img_10.jpg`` even when
+        a release does not zero-pad its frame numbers; for zero-padded names (PHOENIX) it is plain sorting.
+        """
         if self.kind != "frames":
             raise ValueError(f"{self.id}: frame_paths() on a {self.kind} sample")
-        return sorted(Path(p) for p in glob.glob(str(self.source / self.pattern)))
+        return sorted((Path(p) for p in glob.glob(str(self.source / self.pattern))), key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
 
 
 def split_glosses(annotation: str) -> tuple[str, ...]:
