@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ctca.scoring.ctm import read_ctm, read_stm, write_ctm, write_stm
 from ctca.scoring.normalise import get_protocol
+from ctca.scoring.normalise.phoenix2014 import normalise_token
 from ctca.scoring.official import score_protocol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,11 @@ def perturbed_hypotheses(refs: dict[str, tuple[str, ...]], seed: int) -> dict[st
 
 
 def in_process(ctm: Path, stm: Path) -> tuple[float, tuple[int, int, int, int]]:
-    """Seconds for read CTM + read STM + normalise + score, and the (S, D, I, N) totals."""
+    """Seconds for read CTM + read STM + normalise + score, and the (S, D, I, N) totals.
+
+    Cold: the per-gloss normalisation cache is cleared first, as in a fresh process.
+    """
+    normalise_token.cache_clear()
     start = time.perf_counter()
     entries = read_stm(stm)
     hyps = read_ctm(ctm)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 __all__ = ["normalise_hyp", "normalise_ref", "normalise_token"]
 
@@ -53,6 +54,7 @@ def _check_tokens(tokens: Sequence[str]) -> Sequence[str]:
     return tokens
 
 
+@lru_cache(maxsize=65536)  # a pure function of the gloss; a corpus has a few thousand distinct ones
 def normalise_token(token: str) -> str | None:
     """One hypothesis gloss as the official script leaves it; ``None`` when the gloss is dropped."""
     for prefix in _DELETED_PREFIXES:

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 __all__ = ["normalise_hyp", "normalise_hyp_token", "normalise_ref", "normalise_ref_line"]
 
@@ -108,6 +109,7 @@ def _check_tokens(tokens: Sequence[str]) -> Sequence[str]:
     return tokens
 
 
+@lru_cache(maxsize=65536)  # pure function of the gloss
 def normalise_hyp_token(token: str) -> str | None:
     """Hypothesis rules 1–7 for one gloss; ``None`` when the gloss is dropped (no repeat merge)."""
     if any(marker in token for marker in _HYP_DROP_IF_CONTAINS) or _HYP_MARKER.fullmatch(token):
