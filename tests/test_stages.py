@@ -32,3 +32,39 @@ def test_pretrain_epochs_0_hands_over_an_spm_that_train_starts_from(tiny_params,
     for k, v in handed.items():
         if v.is_floating_point() and "running" not in k:  # BN running stats move with the data
             assert torch.allclose(trained[k], v, atol=1e-6), k
+
+
+def test_a_phoenix2014t_tree_goes_through_the_data_stages_with_only_params_changed(tmp_path, monkeypatch):
+    """data.dataset/data.root select a real-format corpus; the stages need no other change."""
+    import json
+
+    from test_corpus import t_row, write_png_frames, write_t_corpus
+
+    from ctca.config import parse_params
+    from ctca.evaluate import resolve_protocol
+    from stages import cache_features, extract_frames, synthesize
+
+    corpus = tmp_path / "PHOENIX-2014-T"
+    feats = corpus / "features" / "fullFrame-210x260px"
+    rows = {"train": [t_row("tr-0"), t_row("tr-1", orth="__ON__ poss-EUCH HABEN2")], "dev": [t_row("dv-0")],
+            "test": [t_row("te-0")]}
+    write_t_corpus(corpus, rows)
+    for split, lines in rows.items():
+        for line in lines:
+            write_png_frames(feats / split / line.split("|")[0], 20)  # the release layout: no 1/ level
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("DVC_ROOT", str(project))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    params = parse_params({"data": {"dataset": "phoenix2014t", "root": str(corpus)},
+                           "frames": {"size": 16, "workers": 1}, "loader": {"crop": 12}})
+    synthesize.run(params)
+    extract_frames.run(params)
+    cache_features.run(params)
+    manifest = json.loads((project / "work" / "frames" / "manifest.json").read_text())
+    assert manifest["counts"]["train"]["ok"] == 2 and manifest["counts"]["test"]["ok"] == 1
+    vocab = json.loads((project / "work" / "clips" / "vocab.json").read_text())
+    assert "poss-EUCH" in json.dumps(vocab)  # trained on raw glosses; normalisation happens at scoring
+    assert resolve_protocol(params) == "phoenix2014t"
