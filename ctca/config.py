@@ -306,8 +306,11 @@ class IiwConfig:
     tensor_filter: Literal["official", "all"] = "official"  # official: tensors named *weight* (no biases)
     official_batch: int = 2  # the reference code's estimator: K batches of this size, with replacement
     official_k: int = 10
+    prior: Literal["init", "heldout"] = "init"  # θ0: the initial weights, or a copy trained on held-out dev clips
+    prior_epochs: int = 2  # heldout: epochs of that copy's training (PIB recipe: 1-2, then discarded)
 
     def validate(self, p: str) -> None:
+        _check(self.prior_epochs >= 1, f"{p}.prior_epochs", self.prior_epochs, "an integer >= 1")
         _check(self.interval >= 0, f"{p}.interval", self.interval, "an integer >= 0 (0 = off during training)")
         for k in ("subset", "official_batch", "official_k"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")

@@ -7,6 +7,7 @@ from it when the fingerprint matches and starts over (saying so) when the config
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -32,7 +33,7 @@ from ctca.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from ctca.evaluate import evaluate_split, resolve_protocol
 from ctca.iiw import ctc_iiw, group_tensors, iiw_subset, snapshot
 from ctca.losses.cckd import ppmi_svd_embeddings
-from ctca.losses.ctc import min_ctc_length
+from ctca.losses.ctc import ctc_loss, min_ctc_length
 from ctca.losses.objective import Objective
 from ctca.losses.smkd import gsba, gsba_radius, resample_labels
 from ctca.models.heads import class_columns
@@ -229,6 +230,34 @@ def seg_targets_for(batch, lengths: torch.Tensor, labels: dict[int, torch.Tensor
     return out.to(lengths.device)
 
 
+def heldout_prior(model: nn.Module, held_out, params: Params, seed: int,
+                  device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """IIW prior mean θ0 by the PIB recipe: a copy of the initial model trained briefly (``iiw.prior_epochs``,
+    CTC on its inference head) on held-out clips, snapshotted, then discarded. The global RNG is untouched,
+    so training (and its exact resume) is the same as with the default prior."""
+    prior = copy.deepcopy(model).to(device)
+    lc = params.loader
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 7919)
+        data = ClipDataset(held_out, AugmentConfig(crop=lc.crop, flip=lc.flip, temporal_rescale=lc.temporal_rescale,
+                                                   min_frames=lc.min_frames, max_frames=lc.max_frames),
+                           train=True, seed=seed + 7919)
+        loader = make_loader(data, lc.batch_size, train=True, pad=prior.frame_padding, stride=prior.stride,
+                             seed=seed + 7919)
+        optimizer = torch.optim.Adam(prior.parameters(), lr=params.train.lr, weight_decay=params.train.weight_decay)
+        prior.train()
+        for epoch in range(params.iiw.prior_epochs):
+            loader.set_epoch(epoch)
+            for batch in loader:
+                batch = batch.to(device)
+                out = prior(batch.video, batch.mask, batch.lengths)
+                loss = ctc_loss(out.logits, out.lengths, batch.labels, batch.label_lengths).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    return {k: v.cpu() for k, v in snapshot(group_tensors(prior.module_groups(), params.iiw.tensor_filter)).items()}
+
+
 def fit(
     params: Params,
     clips_dir: Path,
@@ -276,6 +305,8 @@ def fit(
     ic = params.iiw
     iiw_tensors = group_tensors(model.module_groups(), ic.tensor_filter)
     theta0 = snapshot(iiw_tensors)
+    if spec.iiw and ic.prior == "heldout" and "dev" in store.splits:
+        theta0 = heldout_prior(model, store.split("dev"), params, spec.seed, device)
     iiw_on = spec.iiw and ic.interval > 0 and ctx.is_main
     iiw_set = ClipDataset(train_clips, augment, train=False)
     iiw_indices = iiw_subset(len(train_clips.metas), ic.subset, ic.seed)

@@ -151,3 +151,24 @@ def test_smkd_resumes_exactly_with_its_pseudo_labels_and_untied_classifiers(tiny
     for (k, v), (_, v2) in zip(resumed.model.state_dict().items(), reference.model.state_dict().items(),
                                strict=True):
         assert torch.equal(v, v2), k
+
+
+def test_heldout_iiw_prior_is_trained_on_dev_and_leaves_training_unchanged(tiny_clips, tmp_path):
+    from conftest import TINY_PARAMS
+
+    from ctca.config import parse_params
+    from ctca.train import fit_spec
+
+    def run(prior, name):
+        params = parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1},
+                               "iiw": {"prior": prior, "prior_epochs": 1}})
+        return fit(params, tiny_clips, tmp_path / name, fit_spec(params), progress=False)
+
+    init, heldout, again = run("init", "a"), run("heldout", "b"), run("heldout", "c")
+    assert init.theta0.keys() == heldout.theta0.keys()
+    assert any(not torch.equal(init.theta0[k], heldout.theta0[k]) for k in init.theta0)  # the copy was trained
+    assert all(torch.equal(heldout.theta0[k], again.theta0[k]) for k in heldout.theta0)  # deterministic
+    # the prior's training does not consume the global RNG: the trained model is the same under both priors
+    for (k, v), (_, v2) in zip(init.model.state_dict().items(), heldout.model.state_dict().items(), strict=True):
+        assert torch.equal(v, v2), k
+    assert init.history[0]["iiw_spm_fisher_group"] != heldout.history[0]["iiw_spm_fisher_group"]
