@@ -9,6 +9,7 @@ their per-epoch curves by depth, and WER against depth, each with error bars ove
 
 from __future__ import annotations
 
+import math
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,16 +55,30 @@ def epoch_curves(rows: Sequence[dict], metric: str, tracking_uri: str | None = N
     return out
 
 
-def _errorbar(ax, groups: dict[str, list[dict]], key: str, label: str, fmt: str = "o-") -> None:
-    xs, ms, ss = [], [], []
+def log_stats(values) -> tuple[float, float, float, int]:
+    """Geometric mean and its ×/÷ geometric-std band (for values spanning orders of magnitude, on a log axis)."""
+    logs = [math.log10(v) for v in values if v is not None and v > 0]
+    if not logs:
+        return math.nan, math.nan, math.nan, 0
+    m, s, n = mean_std(logs)
+    return 10 ** m, 10 ** (m - s), 10 ** (m + s), n
+
+
+def _errorbar(ax, groups: dict[str, list[dict]], key: str, label: str, fmt: str = "o-", log: bool = False) -> None:
+    xs, ms, lo, hi = [], [], [], []
     for depth, members in groups.items():
-        m, s, n = mean_std(r.get(key) for r in members)
+        if log:
+            m, low, high, n = log_stats(r.get(key) for r in members)
+        else:
+            m, s, n = mean_std(r.get(key) for r in members)
+            low, high = m - s, m + s
         if n:
             xs.append(int(depth))
             ms.append(m)
-            ss.append(s)
+            lo.append(m - low)
+            hi.append(high - m)
     if xs:
-        ax.errorbar(xs, ms, yerr=ss, fmt=fmt, capsize=4, label=label)
+        ax.errorbar(xs, ms, yerr=[lo, hi], fmt=fmt, capsize=4, label=label)
 
 
 def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri: str | None = None) -> Path:
@@ -74,10 +89,10 @@ def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, module in zip(axes, ("spm", "tam"), strict=True):
-        _errorbar(ax, groups, f"iiw.iiw_{module}_fisher_group", ESTIMATORS["fisher_group"])
+        _errorbar(ax, groups, f"iiw.iiw_{module}_fisher_group", ESTIMATORS["fisher_group"], log=True)
         ax.set_title(f"{module.upper()}: IIW of the trained model vs chain depth", fontsize=9)
         ax.set_xlabel("chain depth (tam.depth)")
-        ax.set_ylabel("IIW (mean ± std over seeds)")
+        ax.set_ylabel("IIW (geometric mean ×/÷ std over seeds)")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -102,13 +117,14 @@ def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri
         curves = epoch_curves(rows, f"iiw_{module}_fisher_group", tracking_uri)
         for depth in sorted(curves, key=int):
             epochs = sorted(curves[depth])
-            stats = [mean_std(curves[depth][e]) for e in epochs]
-            ax.errorbar(epochs, [m for m, _, _ in stats], yerr=[s for _, s, _ in stats], capsize=2,
-                        marker="o", markersize=3, label=f"depth {depth}")
+            stats = [log_stats(curves[depth][e]) for e in epochs]
+            ax.errorbar(epochs, [m for m, _, _, _ in stats], yerr=[[m - lo for m, lo, _, _ in stats],
+                                                                    [hi - m for m, _, hi, _ in stats]],
+                        capsize=2, marker="o", markersize=3, label=f"depth {depth}")
         ax.set_yscale("log")
         ax.set_title(f"{module.upper()}: IIW per epoch (quick memory, slow forgetting?)", fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("IIW, paper estimator")
+        ax.set_ylabel("IIW, paper estimator (geo. mean ×/÷ std)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
