@@ -22,9 +22,10 @@ from ctca.config import load_params
 from ctca.data.cache import ClipStore
 from ctca.data.loader import AugmentConfig, ClipDataset, make_loader
 from ctca.data.vocab import Vocabulary
-from ctca.iiw import ctc_iiw, group_tensors, iiw_subset, snapshot
+from ctca.iiw import group_tensors, snapshot
 from ctca.losses.objective import Objective
-from ctca.train import model_config, recognizer_from_config
+from ctca.models.recognizer import build_recognizer
+from ctca.train import measure_iiw, model_config
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
     params = load_params(args.params)
     store, vocab = ClipStore(Path(args.clips)), Vocabulary.load(Path(args.clips) / "vocab.json")
     torch.manual_seed(0)
-    model = recognizer_from_config(model_config(params, vocab.num_classes, params.tam.depth))
+    model = build_recognizer(model_config(params, vocab.num_classes, params.tam.depth))
     theta0 = snapshot(group_tensors(model.module_groups(), params.iiw.tensor_filter))
     lc = params.loader
     train = store.split("train")
@@ -57,16 +58,10 @@ def main() -> int:
         loss.backward()
         optimizer.step()
     epoch = time.perf_counter() - start
-    subset = iiw_subset(len(train.metas), params.iiw.subset, params.iiw.seed)
-    eval_set = ClipDataset(train, AugmentConfig(crop=lc.crop), train=False)
-    times = []
-    for _ in range(args.repeats):
-        rep = ctc_iiw(model, eval_set, subset, theta0, n_train=len(train.metas), tensor_filter=params.iiw.tensor_filter,
-                      official_batch=params.iiw.official_batch, official_k=params.iiw.official_k, seed=params.iiw.seed)
-        times.append(rep.seconds)
+    times = [measure_iiw(model, train, theta0, params).seconds for _ in range(args.repeats)]
     iiw = statistics.median(times)
     print(f"{params.model.method}, tam.depth {params.tam.depth}: one epoch ({len(train.metas)} videos, batch "
-          f"{lc.batch_size}) {epoch:.1f} s; one IIW evaluation ({len(subset)} videos) {iiw:.1f} s "
+          f"{lc.batch_size}) {epoch:.1f} s; one IIW evaluation ({min(params.iiw.subset, len(train.metas))} videos) {iiw:.1f} s "
           f"(median of {args.repeats})")
     print(f"ratio IIW / epoch: {100 * iiw / epoch:.1f} %  (budget 20 %)")
     return 0

@@ -26,8 +26,8 @@ from ctca.data.cache import ClipStore
 from ctca.data.loader import AugmentConfig, ClipDataset, collate, make_loader
 from ctca.data.vocab import Vocabulary
 from ctca.losses.objective import Objective
-from ctca.models.recognizer import inference_parameters
-from ctca.train import model_config, recognizer_from_config
+from ctca.models.recognizer import build_recognizer, inference_parameters
+from ctca.train import model_config
 
 METHODS = ("baseline", "vac", "smkd", "ctca")
 
@@ -35,7 +35,7 @@ METHODS = ("baseline", "vac", "smkd", "ctca")
 def measure(params, method: str, store: ClipStore, vocab: Vocabulary, batches: int, warmup: int = 2) -> dict:
     params = dataclasses.replace(params, model=dataclasses.replace(params.model, method=method))
     torch.manual_seed(0)
-    model = recognizer_from_config(model_config(params, vocab.num_classes, params.tam.depth))
+    model = build_recognizer(model_config(params, vocab.num_classes, params.tam.depth))
     objective = Objective(params, model)
     lc = params.loader
     dataset = ClipDataset(store.split("train"), AugmentConfig(crop=lc.crop, flip=lc.flip,

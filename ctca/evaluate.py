@@ -45,7 +45,6 @@ class SplitEval:
     protocol: str = "none"  # the scoring protocol (ctca.scoring.normalise)
     head: str = "seq"  # the inference head ``result`` scores
     heads: dict[str, WerResult] = field(default_factory=dict)  # every head of the model (VAC: seq and conv)
-    head_hyps: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -93,7 +92,7 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
     oov = sum(1 for r in refs.values() for g in r if g not in vocab)
     return SplitEval(split=name, result=scored.result, hyps=hyps, refs=refs, alignments=scored.alignments,
                      per_signer=scored.by_signer or {}, signers=signers, loss=loss_sum / max(n_loss, 1), protocol=protocol,
-                     nonfinite=nonfinite, oov_tokens=oov, head=primary, heads=heads, head_hyps=head_hyps)
+                     nonfinite=nonfinite, oov_tokens=oov, head=primary, heads=heads)
 
 
 def write_split_outputs(ev: SplitEval, out_dir) -> None:

@@ -100,6 +100,7 @@ def directional_derivatives(loss_fn: Callable[[int], torch.Tensor | None], indic
     names = list(params)
     deltas = _deltas(params, theta0)
     live = [n for n in names if params[n].requires_grad]  # frozen tensors get s = 0
+    live_cols = [names.index(n) for n in live]
     rows: list[np.ndarray] = []
     skipped: list[int] = []
     for i in indices:
@@ -112,7 +113,7 @@ def directional_derivatives(loss_fn: Callable[[int], torch.Tensor | None], indic
             grads = torch.autograd.grad(loss, [params[n] for n in live], allow_unused=True)
             dots = [torch.dot(deltas[n].reshape(-1), g.detach().reshape(-1).double()) if g is not None
                     else deltas[n].new_zeros(()) for n, g in zip(live, grads, strict=True)]
-            row[[names.index(n) for n in live]] = torch.stack(dots).cpu()
+            row[live_cols] = torch.stack(dots).cpu()
         if not bool(torch.isfinite(row).all()):
             skipped.append(int(i))
             continue

@@ -31,7 +31,7 @@ from ctca.decode import make_decoder
 from ctca.device import autocast, select_device
 from ctca.distributed import all_reduce_sum, barrier, init_distributed, shutdown, wrap_model
 from ctca.evaluate import evaluate_split, resolve_protocol
-from ctca.iiw import ctc_iiw, group_tensors, iiw_subset, snapshot
+from ctca.iiw import IIWReport, ctc_iiw, group_tensors, iiw_subset, snapshot
 from ctca.losses.cckd import ppmi_svd_embeddings
 from ctca.losses.ctc import ctc_loss, min_ctc_length
 from ctca.losses.objective import Objective
@@ -69,7 +69,6 @@ class FitResult:
     best_dev_wer: float
     excluded: list[dict] = field(default_factory=list)  # train samples infeasible for CTC, with the reason
     resumed_from: int | None = None
-    rank: int = 0  # under torchrun: only rank 0's result is complete (it evaluated and saved)
     theta0: dict[str, torch.Tensor] = field(default_factory=dict)  # IIW prior mean: the initial weights
 
 
@@ -125,10 +124,6 @@ def model_config(params: Params, num_classes: int, depth: int, method: str | Non
     return cfg
 
 
-def recognizer_from_config(cfg: dict) -> nn.Module:
-    return build_recognizer(cfg)
-
-
 def save_model(path: Path, model: nn.Module, cfg: dict, vocab: Vocabulary, meta: dict,
                theta0: dict[str, torch.Tensor] | None = None) -> None:
     """The model file: config, weights, vocabulary, metadata and (for IIW) the initial weights θ0."""
@@ -140,7 +135,7 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> tuple[nn
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict) or ckpt.get("kind") != "ctca.recognizer":
         raise ValueError(f"{path}: not a ctca model file (expected the output of the train stage)")
-    model = recognizer_from_config(ckpt["config"])
+    model = build_recognizer(ckpt["config"])
     model.load_state_dict(ckpt["model"])
     return model, Vocabulary(tuple(ckpt["vocab"])), ckpt
 
@@ -230,6 +225,20 @@ def seg_targets_for(batch, lengths: torch.Tensor, labels: dict[int, torch.Tensor
     return out.to(lengths.device)
 
 
+def measure_iiw(model: nn.Module, train_clips, theta0: dict[str, torch.Tensor], params: Params,
+                device: torch.device | str = "cpu") -> IIWReport:
+    """IIW of ``model`` on the fixed seeded subset (``iiw.*``) of its CTC-feasible training clips, un-augmented.
+
+    The one definition shared by the per-epoch curves (``fit``) and the ``iiw`` stage, so both use the
+    same videos; n = the number of training clips.
+    """
+    ic = params.iiw
+    n = len(train_clips.metas)
+    return ctc_iiw(model, ClipDataset(train_clips, AugmentConfig(crop=params.loader.crop), train=False),
+                   iiw_subset(n, ic.subset, ic.seed), theta0, n_train=n, tensor_filter=ic.tensor_filter,
+                   official_batch=ic.official_batch, official_k=ic.official_k, seed=ic.seed, device=device)
+
+
 def heldout_prior(model: nn.Module, held_out, params: Params, seed: int,
                   device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """IIW prior mean θ0 by the PIB recipe: a copy of the initial model trained briefly (``iiw.prior_epochs``,
@@ -279,7 +288,7 @@ def fit(
     vocab = Vocabulary.load(clips_dir / "vocab.json")
     seed_everything(spec.seed)
     cfg = model_config(params, vocab.num_classes, spec.depth, spec.method)
-    model = recognizer_from_config(cfg)
+    model = build_recognizer(cfg)
     if init_spm is not None:
         model.spm.load_state_dict(torch.load(init_spm, map_location="cpu", weights_only=True))
     elif params.spm.pretrained:
@@ -303,13 +312,11 @@ def fit(
     train_set = ClipDataset(train_clips, augment, train=True, seed=spec.seed)
     # IIW prior mean θ0 = the initial weights (pretrained SPM + seeded TAM init), identical across resumes
     ic = params.iiw
-    iiw_tensors = group_tensors(model.module_groups(), ic.tensor_filter)
-    theta0 = snapshot(iiw_tensors)
-    if spec.iiw and ic.prior == "heldout" and "dev" in store.splits:
+    if spec.iiw and ic.prior == "heldout" and "dev" in store.splits and ctx.is_main:
         theta0 = heldout_prior(model, store.split("dev"), params, spec.seed, device)
+    else:
+        theta0 = snapshot(group_tensors(model.module_groups(), ic.tensor_filter))
     iiw_on = spec.iiw and ic.interval > 0 and ctx.is_main
-    iiw_set = ClipDataset(train_clips, augment, train=False)
-    iiw_indices = iiw_subset(len(train_clips.metas), ic.subset, ic.seed)
     train_loader = make_loader(train_set, lc.batch_size, train=True, pad=pad, stride=stride,
                                num_workers=lc.num_workers, seed=spec.seed, num_replicas=ctx.world_size, rank=ctx.rank)
     dev_split = store.split("dev") if "dev" in store.splits else None
@@ -355,8 +362,8 @@ def fit(
         if spec.method == "smkd":
             if epoch == spec.epochs:
                 model.untie()  # stage 3: decouple the classifiers
-            radius = gsba_radius(min(epoch, spec.epochs - 1), sm.gsba_start, sm.radius_every)
-            if radius and (epoch - sm.gsba_start) % sm.gsba_every == 0 and epoch < spec.epochs:
+            radius = gsba_radius(epoch, sm.gsba_start, sm.radius_every) if epoch < spec.epochs else 0
+            if radius and (epoch - sm.gsba_start) % sm.gsba_every == 0:
                 seg_labels, failed = smkd_pseudo_labels(model, ClipDataset(train_clips, augment, train=False),
                                                         radius, params.evaluate.batch_size, device, params.train.amp)
                 extra.update({"gsba_radius": radius, "gsba_failed": failed})
@@ -415,9 +422,7 @@ def fit(
                 best = {"epoch": epoch, "wer": float("nan"),
                         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             if iiw_on and (epoch + 1) % ic.interval == 0:
-                rep = ctc_iiw(model, iiw_set, iiw_indices, {k: v.to(device) for k, v in theta0.items()},
-                              n_train=len(keep), tensor_filter=ic.tensor_filter, official_batch=ic.official_batch,
-                              official_k=ic.official_k, seed=ic.seed, device=device)
+                rep = measure_iiw(model, train_clips, theta0, params, device)
                 metrics.update(rep.flat())
                 metrics["iiw_seconds"] = rep.seconds
             metrics["epoch"] = epoch + 1
@@ -436,7 +441,7 @@ def fit(
         model.load_state_dict(best["state"])
     shutdown(ctx)
     return FitResult(model=model.cpu(), vocab=vocab, history=history, best_epoch=best["epoch"] + 1,
-                     best_dev_wer=best["wer"], excluded=excluded, resumed_from=resumed_from, rank=ctx.rank,
+                     best_dev_wer=best["wer"], excluded=excluded, resumed_from=resumed_from,
                      theta0=theta0)
 
 

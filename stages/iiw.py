@@ -11,9 +11,8 @@ import statistics
 
 from ctca.config import Params
 from ctca.data.cache import ClipStore
-from ctca.data.loader import AugmentConfig, ClipDataset
 from ctca.device import select_device
-from ctca.iiw import ctc_iiw, iiw_subset
+from ctca.models.recognizer import count_parameters
 from ctca.pipeline import (
     CLIPS_DIR,
     METRICS_DIR,
@@ -24,11 +23,9 @@ from ctca.pipeline import (
     stage_main,
     write_json,
 )
-from ctca.report import plot_iiw_curves
+from ctca.report import IIW_GROUPS, plot_iiw_curves
 from ctca.tracking import stage_run
-from ctca.train import feasibility, load_model
-
-GROUPS = ("spm", "tam", "classifier")
+from ctca.train import feasibility, load_model, measure_iiw
 
 
 def curves(history: list[dict]) -> list[dict]:
@@ -38,33 +35,27 @@ def curves(history: list[dict]) -> list[dict]:
 
 
 def run(params: Params) -> None:
-    ic = params.iiw
     device = select_device(params.train.device)
     model, vocab, ckpt = load_model(MODEL_FILE, map_location="cpu")
     theta0 = ckpt.get("theta0") or {}
     if not theta0:
         raise InputError(f"{MODEL_FILE}: no initial weights (theta0) saved; rerun the train stage")
     model.to(device)
-    store = ClipStore(CLIPS_DIR)
-    train_split = store.split("train")
-    keep, _ = feasibility(train_split, model.frame_padding, model.stride, model)
-    dataset = ClipDataset(train_split.subset(keep), AugmentConfig(crop=params.loader.crop), train=False)
-    indices = iiw_subset(len(keep), ic.subset, ic.seed)
+    train_split = ClipStore(CLIPS_DIR).split("train")
+    keep, _ = feasibility(train_split, model.frame_padding, model.stride, model)  # the clips training used
     history = read_json(METRICS_DIR / "train_history.json")
     rows = curves(history)
     with stage_run("iiw", {"iiw": params.section("iiw")}, params.tracking.experiment) as run:
-        rep = ctc_iiw(model, dataset, indices, {k: v.to(device) for k, v in theta0.items()}, n_train=len(keep),
-                      tensor_filter=ic.tensor_filter, official_batch=ic.official_batch, official_k=ic.official_k,
-                      seed=ic.seed, device=device)
+        rep = measure_iiw(model, train_split.subset(keep), theta0, params, device)
         epoch_s = [h["epoch_seconds"] for h in history if "epoch_seconds" in h]
         iiw_s = [h["iiw_seconds"] for h in history if "iiw_seconds" in h]
         final = {g: {k: rep.groups[g][k] for k in ("fisher_group", "fisher_group_se", "fisher_blockdiag",
                                                      "official", "mu", "sigma2", "delta_norm") if k in rep.groups[g]}
-                 for g in GROUPS if g in rep.groups}
+                 for g in IIW_GROUPS if g in rep.groups}
         out = {"estimators": {"fisher_group": "paper Eq. 15: n * mean_i (dtheta . grad l_i)^2, per-sample Fisher",
                               "official": "reference code: (sum_k dtheta . mean batch gradient / M)^2 per tensor"},
                "n_train": rep.n, "subset": rep.subset, "skipped": rep.skipped, "final": final,
-               "parameters": {g: sum(p.numel() for p in m.parameters()) for g, m in model.module_groups().items()},
+               "parameters": {g: count_parameters(m) for g, m in model.module_groups().items()},
                "cost_ratio": statistics.fmean(iiw_s) / statistics.fmean(epoch_s) if iiw_s and epoch_s else None}
         write_json(METRICS_DIR / "iiw.json", out)
         write_json(METRICS_DIR / "iiw_curves.json", rows)

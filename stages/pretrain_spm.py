@@ -8,10 +8,11 @@ methods start from the same SPM and changing the method does not rerun this stag
 from __future__ import annotations
 
 from ctca.config import Params
+from ctca.models.recognizer import build_recognizer
 from ctca.models.resnet import load_pretrained
 from ctca.pipeline import CKPT_DIR, CLIPS_DIR, METRICS_DIR, SPM_WEIGHTS, stage_main, write_json
 from ctca.tracking import stage_run
-from ctca.train import FitSpec, atomic_save, fit, model_config, recognizer_from_config, seed_everything
+from ctca.train import FitSpec, atomic_save, fit, model_config, seed_everything
 
 
 def run(params: Params) -> None:
@@ -24,7 +25,7 @@ def run(params: Params) -> None:
 
             seed_everything(spec.seed)
             vocab = Vocabulary.load(CLIPS_DIR / "vocab.json")
-            model = recognizer_from_config(model_config(params, vocab.num_classes, spec.depth, "baseline"))
+            model = build_recognizer(model_config(params, vocab.num_classes, spec.depth, "baseline"))
             if params.spm.pretrained:  # the ImageNet initialisation, handed over as is
                 load_pretrained(model.spm.backbone, params.spm.pretrained)
             atomic_save(model.spm.state_dict(), SPM_WEIGHTS)

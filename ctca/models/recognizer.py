@@ -201,10 +201,9 @@ class DualPathRecognizer(nn.Module):
         return {"spm": self.spm, "tam": self.local_path, "classifier": self.local_classifier}
 
     def training_modules(self) -> dict[str, nn.Module]:
-        other = ("local", self.local_path, self.local_classifier) if self.inference_head == "global" else \
-            ("global", self.global_path, self.global_classifier)
-        mods = {f"{other[0]}_path": other[1], f"{other[0]}_classifier": other[2], "proj_local": self.proj_local,
-                "proj_global": self.proj_global, "rc_from_global": self.rc_from_global}
+        other = "local" if self.inference_head == "global" else "global"
+        mods = {f"{other}_{part}": getattr(self, f"{other}_{part}") for part in ("path", "classifier")}
+        mods.update(proj_local=self.proj_local, proj_global=self.proj_global, rc_from_global=self.rc_from_global)
         if self.rc_from_local is not None:
             mods["rc_from_local"] = self.rc_from_local
         return mods
