@@ -96,7 +96,8 @@ def pyctcdecode_decoder(beam: int, c: int) -> Callable[[torch.Tensor, torch.Tens
         from pyctcdecode import build_ctcdecoder
     except ImportError:
         return None
-    # A word-start marker per label makes every gloss its own "word" (scoring.md §9.2).
+    # A word-start marker per label makes every gloss its own "word" (pyctcdecode decodes strings: plain
+    # labels would be concatenated into one word).
     logging.getLogger("pyctcdecode").setLevel(logging.ERROR)  # kenlm/UNK notices
     labels = [""] + [f"▁g{k}" for k in range(1, c)]
     decoder = build_ctcdecoder(labels)

@@ -1,7 +1,8 @@
 """Cost of one IIW evaluation relative to one training epoch, at the params.yaml settings.
 
-Trains one epoch of the configured method on the clip store (the same code path as the train stage,
-timed without the dev evaluation), then times one ``ctc_iiw`` evaluation on the fixed subset
+Trains one epoch of the configured method on the clip store (the training step of ``fit``: the method's
+hooks, forward options and loss, timed without the dev evaluation), then times one IIW measurement as
+the iiw stage makes it (``measure_iiw``) on the fixed subset
 (``iiw.subset`` videos, per-sample backward) of that model, in the same run, and prints the ratio.
 The issue's budget is 20 % of an epoch.
 
@@ -22,10 +23,9 @@ from ctca.config import load_params
 from ctca.data.cache import ClipStore
 from ctca.data.loader import AugmentConfig, ClipDataset, make_loader
 from ctca.data.vocab import Vocabulary
-from ctca.iiw import group_tensors, snapshot
-from ctca.losses.objective import Objective
-from ctca.models.recognizer import build_recognizer
-from ctca.train import measure_iiw, model_config
+from ctca.iiw import group_tensors, measure_iiw, snapshot
+from ctca.methods import make_method
+from ctca.methods.base import TrainingData
 
 
 def main() -> int:
@@ -40,20 +40,23 @@ def main() -> int:
     params = load_params(args.params)
     store, vocab = ClipStore(Path(args.clips)), Vocabulary.load(Path(args.clips) / "vocab.json")
     torch.manual_seed(0)
-    model = build_recognizer(model_config(params, vocab.num_classes, params.tam.depth))
-    theta0 = snapshot(group_tensors(model.module_groups(), params.iiw.tensor_filter))
-    lc = params.loader
+    method = make_method(params)
+    model = method.build_model(vocab.num_classes)
+    loader_cfg = params.loader
     train = store.split("train")
-    dataset = ClipDataset(train, AugmentConfig(crop=lc.crop, flip=lc.flip, temporal_rescale=lc.temporal_rescale),
-                          train=True)
-    loader = make_loader(dataset, lc.batch_size, train=True, pad=model.frame_padding, stride=model.stride)
+    augment = AugmentConfig(crop=loader_cfg.crop, flip=loader_cfg.flip, temporal_rescale=loader_cfg.temporal_rescale)
+    method.prepare(model, TrainingData(train, augment, torch.device("cpu"), "off", params.evaluate.batch_size))
+    theta0 = snapshot(group_tensors(model.module_groups(), params.iiw.tensor_filter))
+    dataset = ClipDataset(train, augment, train=True)
+    loader = make_loader(dataset, loader_cfg.batch_size, train=True, pad=model.frame_padding, stride=model.stride)
     loader.set_epoch(0)
-    objective = Objective(params, model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=method.lr_at(0))
     model.train()
     start = time.perf_counter()
+    method.on_epoch_start(model, 0)
     for batch in loader:
-        loss = objective(model(batch.video, batch.mask, batch.lengths), batch).total
+        out = model(batch.video, batch.mask, batch.lengths, **method.forward_options)
+        loss = method.loss(model, out, batch).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -61,7 +64,7 @@ def main() -> int:
     times = [measure_iiw(model, train, theta0, params).seconds for _ in range(args.repeats)]
     iiw = statistics.median(times)
     print(f"{params.model.method}, tam.depth {params.tam.depth}: one epoch ({len(train.metas)} videos, batch "
-          f"{lc.batch_size}) {epoch:.1f} s; one IIW evaluation ({min(params.iiw.subset, len(train.metas))} videos) {iiw:.1f} s "
+          f"{loader_cfg.batch_size}) {epoch:.1f} s; one IIW evaluation ({min(params.iiw.subset, len(train.metas))} videos) {iiw:.1f} s "
           f"(median of {args.repeats})")
     print(f"ratio IIW / epoch: {100 * iiw / epoch:.1f} %  (budget 20 %)")
     return 0

@@ -1,7 +1,8 @@
 """Training throughput of each method on the synthetic configuration, relative to ``baseline``.
 
 For every ``model.method`` (baseline first, as the reference), the same training batches of the clip
-store are run through forward + the method's full objective + backward + Adam step, and the script
+store are run through the training step of ``fit``: the method's forward options, its loss, backward and
+an Adam step (after its ``prepare`` and first ``on_epoch_start`` hooks), and the script
 prints training frames per second, the ratio to baseline measured in the same run, and inference ms
 per video (eval mode, batch 1, the inference branch only) with the inference parameter count.
 
@@ -25,32 +26,33 @@ from ctca.config import load_params
 from ctca.data.cache import ClipStore
 from ctca.data.loader import AugmentConfig, ClipDataset, collate, make_loader
 from ctca.data.vocab import Vocabulary
-from ctca.losses.objective import Objective
-from ctca.models.recognizer import build_recognizer, inference_parameters
-from ctca.train import model_config
-
-METHODS = ("baseline", "vac", "smkd", "ctca")
+from ctca.methods import make_method, method_names
+from ctca.methods.base import TrainingData
+from ctca.models.recognizer import inference_parameters
 
 
-def measure(params, method: str, store: ClipStore, vocab: Vocabulary, batches: int, warmup: int = 2) -> dict:
-    params = dataclasses.replace(params, model=dataclasses.replace(params.model, method=method))
+def measure(params, method_name: str, store: ClipStore, vocab: Vocabulary, batches: int, warmup: int = 2) -> dict:
+    params = dataclasses.replace(params, model=dataclasses.replace(params.model, method=method_name))
     torch.manual_seed(0)
-    model = build_recognizer(model_config(params, vocab.num_classes, params.tam.depth))
-    objective = Objective(params, model)
-    lc = params.loader
-    dataset = ClipDataset(store.split("train"), AugmentConfig(crop=lc.crop, flip=lc.flip,
-                                                              temporal_rescale=lc.temporal_rescale), train=True)
-    loader = make_loader(dataset, lc.batch_size, train=True, pad=model.frame_padding, stride=model.stride)
+    method = make_method(params)
+    model = method.build_model(vocab.num_classes)
+    loader_cfg = params.loader
+    augment = AugmentConfig(crop=loader_cfg.crop, flip=loader_cfg.flip, temporal_rescale=loader_cfg.temporal_rescale)
+    train = store.split("train")
+    method.prepare(model, TrainingData(train, augment, torch.device("cpu"), "off", params.evaluate.batch_size))
+    dataset = ClipDataset(train, augment, train=True)
+    loader = make_loader(dataset, loader_cfg.batch_size, train=True, pad=model.frame_padding, stride=model.stride)
     loader.set_epoch(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=method.lr_at(0))
+    method.on_epoch_start(model, 0)
     model.train()
     frames, seconds = 0, 0.0
     for i, batch in enumerate(loader):
         if i >= warmup + batches:
             break
         t0 = time.perf_counter()
-        out = model(batch.video, batch.mask, batch.lengths)
-        loss = objective(out, batch).total
+        out = model(batch.video, batch.mask, batch.lengths, **method.forward_options)
+        loss = method.loss(model, out, batch).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -58,7 +60,7 @@ def measure(params, method: str, store: ClipStore, vocab: Vocabulary, batches: i
             seconds += time.perf_counter() - t0
             frames += int(batch.mask.sum())
     model.eval()
-    dev = ClipDataset(store.split("dev"), AugmentConfig(crop=lc.crop), train=False)
+    dev = ClipDataset(store.split("dev"), AugmentConfig(crop=loader_cfg.crop), train=False)
     times = []
     with torch.no_grad():
         for i in range(min(20, len(dev))):
@@ -87,12 +89,13 @@ def main() -> int:
     store, vocab = ClipStore(Path(args.clips)), Vocabulary.load(Path(args.clips) / "vocab.json")
     print(f"{args.clips}: batch {params.loader.batch_size}, crop {params.loader.crop}, tam.depth {params.tam.depth}, "
           f"ctca.downsample {params.ctca.downsample}, {torch.get_num_threads()} threads, {args.batches} batches")
-    results: dict[str, list[dict]] = {m: [] for m in METHODS}
+    methods = method_names()
+    results: dict[str, list[dict]] = {m: [] for m in methods}
     for _ in range(args.rounds):  # interleaved, so a change in machine load hits every method alike
-        for method in METHODS:
+        for method in methods:
             results[method].append(measure(params, method, store, vocab, args.batches))
     base = statistics.median(r["frames_per_s"] for r in results["baseline"])
-    for method in METHODS:
+    for method in methods:
         r = {k: statistics.median(x[k] for x in results[method]) for k in results[method][0]}
         print(f"{method:9s} train {r['frames_per_s']:8.0f} frames/s  ({r['frames_per_s'] / base:4.2f}x baseline)   "
               f"inference {r['infer_ms']:6.1f} ms/video   {int(r['params']):,} inference parameters")

@@ -7,6 +7,7 @@
     ctca score HYP REF --protocol P     sclite-exact WER of a hypothesis file against an STM
     ctca compare [--by KEY] [--out F]   experiments from MLflow grouped by a param (mean ± std over seeds)
     ctca study queue|report             the chain-depth study: queue tam.depth x seeds; gather it from MLflow
+                                        (reports/study/: written by no DVC stage, so no stage rerun deletes it)
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     from ctca.compare import collect
+    from ctca.pipeline import FIGURES_DIR, STUDY_DIR
     from ctca.study import depth_report, queue_depth_study
 
     if args.action == "queue":
@@ -139,13 +141,18 @@ def _study(args: argparse.Namespace) -> int:
         print(f"queued {len(names)} experiments: {' '.join(names)}\nrun them with: dvc queue start -j 2 "
               "(progress: dvc queue status), then: ctca study report")
         return 0
+    out = Path(args.out) if args.out else STUDY_DIR / "depth_study.md"
+    if (out.parent / "figures").resolve() == FIGURES_DIR.resolve():
+        print(f"error: --out {out}: its figures would go to {FIGURES_DIR}, the report stage's output, which the "
+              f"next report run replaces; use another folder (default {STUDY_DIR})", file=sys.stderr)
+        return 2
     rows = [r for r in collect(args.experiment, stages=("iiw",))
-            if r.get("model.method") == "baseline" and "iiw.iiw_spm_fisher_group" in r]
+            if r.get("model.method") == "baseline" and "iiw.final_iiw_spm_fisher_group" in r]
     if not rows:
         print("error: no finished chain-depth experiment (baseline with an iiw stage run) in MLflow; "
               "run `ctca study queue` and `dvc queue start` first", file=sys.stderr)
         return 2
-    out = depth_report(rows, Path(args.out), Path(args.out).parent / "figures")
+    out = depth_report(rows, out, out.parent / "figures")
     print(out.read_text())
     return 0
 
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params for every experiment")
-    p.add_argument("--out", default="reports/depth_study.md")
+    p.add_argument("--out", help="report file; its figures go to figures/ next to it "
+                   "(default reports/study/depth_study.md)")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
     p.set_defaults(func=_study)
 

@@ -22,7 +22,8 @@ def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: S
     """One dict per DVC experiment with a finished train and evaluate run (plus ``stages`` runs' metrics).
 
     Keys: ``exp`` (DVC experiment name), the :data:`TRAIN_PARAMS` as logged, ``parameters`` (inference
-    parameter count), the :data:`EVAL_METRICS`, ``protocol``, and ``<stage>.<metric>`` for extra stages.
+    parameter count), the :data:`EVAL_METRICS`, ``protocol``, and for each extra stage ``<stage>.<metric>``
+    (the metric's latest value) and ``<stage>_run`` (its run id, for per-epoch histories).
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -57,6 +58,7 @@ def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: S
             run = latest.get((parent, stage))
             if run is not None:
                 row.update({f"{stage}.{k}": v for k, v in run.data.metrics.items()})
+                row[f"{stage}_run"] = run.info.run_id
         rows.append(row)
     return rows
 

@@ -149,14 +149,19 @@ class TamConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``baseline`` CTC on the sequence head; ``vac``; ``smkd``; ``ctca`` (reconstructed, methods.md §6)."""
+    """The training method: a name in the registry of ``ctca.methods`` (docs/methods.md)."""
 
-    method: Literal["baseline", "vac", "smkd", "ctca"] = "baseline"
+    method: str = "baseline"
+
+    def validate(self, p: str) -> None:
+        from ctca.methods import method_names
+
+        _check(self.method in method_names(), f"{p}.method", self.method, ", ".join(map(repr, method_names())))
 
 
 @dataclass(frozen=True)
 class VacConfig:
-    """VAC's visual alignment (VA) distillation (methods.md §4.3)."""
+    """VAC's visual alignment (VA) distillation (docs/methods.md#vac)."""
 
     tau: float = 8.0
     mask_padding: bool = False  # VAC averages the KL over padded frames too; true = valid frames only
@@ -167,7 +172,7 @@ class VacConfig:
 
 @dataclass(frozen=True)
 class SmkdConfig:
-    """SMKD's three stages (methods.md §5.4), scaled to ``train.epochs``; GSBA is our reconstruction.
+    """SMKD's three stages (docs/methods.md#three-stage-schedule), scaled to ``train.epochs``; GSBA is our reconstruction.
 
     Stage 1 (shared classifier, CTC on both heads) runs epochs [0, gsba_start); stage 2 adds the gloss
     segmentation loss from ``gsba_start`` to ``train.epochs``; stage 3 unties the classifiers for
@@ -194,18 +199,20 @@ class SmkdConfig:
 
 @dataclass(frozen=True)
 class CtcaConfig:
-    """The reconstructed CTCA network and CCKD loss choices (methods.md §6.2–6.4): every one is a switch."""
+    """The reconstructed CTCA network and CCKD loss choices : every one is a switch (docs/methods.md#ctca-switches)."""
 
     local_kernels: tuple[int, ...] = (3, 3, 3)  # local path F3-F3-F3 ("same" padding, no pooling)
     global_layers: int = 2  # global path: BiLSTM layers
-    downsample: Literal["none", "pool4"] = "none"  # A3: full frame rate, or a shared MaxPool1d(2) x2 first
-    classifier: Literal["normlinear", "linear"] = "normlinear"  # A6: one classifier per path
-    inference: Literal["global", "local"] = "global"  # A2: the single branch kept at inference
+    # full frame rate, or a shared MaxPool1d(2) x2 first (docs/methods.md#ctca-switches)
+    downsample: Literal["none", "pool4"] = "none"
+    classifier: Literal["normlinear", "linear"] = "normlinear"  # one classifier per path, of this type
+    inference: Literal["global", "local"] = "global"  # the single branch kept at inference
     proj_dim: int = 256  # projection heads of L_l2g
     tau_mi: float = 0.1
     exclude: int = 4  # L_l2g negatives exclude frames within this distance
     l2g_mi: bool = True  # the I(.,.) term (Table 5 "A - I"): InfoNCE; false = cosine feature matching
     g2l_mode: Literal["correlation", "posterior"] = "correlation"  # posterior = VAC-style logit KD fallback
+    tau_kd: float = 8.0  # temperature of the posterior mode's logit distillation
     g2l_omega: bool = True  # the omega(.,.) weighting (Table 5 "D - omega"); false = uniform pair weights
     tau_omega: float = 0.1
     rc_target: Literal["cross", "spm"] = "cross"  # cross-context reconstruction, or of the SPM features
@@ -220,15 +227,19 @@ class CtcaConfig:
         for k in ("proj_dim", "cmd_dim", "cmd_window"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
         _check(self.exclude >= 0, f"{p}.exclude", self.exclude, "an integer >= 0")
-        for k in ("tau_mi", "tau_omega", "cmd_tau"):
+        for k in ("tau_mi", "tau_omega", "cmd_tau", "tau_kd"):
             _check(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "> 0")
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    seq_ctc: float = 1.0
-    conv_ctc: float = 1.0
-    va: float = 25.0
+    """Every loss term's weight; each method reads its own (docs/methods.md)."""
+
+    ctc_seq: float = 1.0  # baseline, vac, smkd: CTC of the sequence head
+    ctc_conv: float = 1.0  # vac, smkd: CTC of the conv head
+    ctc_global: float = 1.0  # ctca: CTC of the global path
+    ctc_local: float = 1.0  # ctca: CTC of the local path
+    va: float = 25.0  # vac: visual alignment
     l2g: float = 1.0
     g2l: float = 1.0
     rc: float = 1.0
@@ -298,9 +309,13 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class IiwConfig:
-    """Information in weights (ctca.iiw, docs iiw.md): per-epoch curves during training and the iiw stage."""
+    """Information in weights (ctca.iiw, docs/iiw.md), measured by the iiw stage.
 
-    interval: int = 1  # IIW every N training epochs (0 = not during training)
+    ``interval`` is the only key the train stage reads: it snapshots the weights every N epochs for the
+    per-epoch curves. The other keys only change the measurement, so changing them never retrains.
+    """
+
+    interval: int = 1  # weights snapshotted (and IIW measured) every N training epochs; 0 = final model only
     subset: int = 32  # fixed, seeded training videos reused at every evaluation
     seed: int = 0
     tensor_filter: Literal["official", "all"] = "official"  # official: tensors named *weight* (no biases)
@@ -350,10 +365,9 @@ class Params:
                "'data/synthsign' when data.dataset=synthetic (the synthesize stage writes it)")
         _check(self.loader.crop <= self.frames.size, "loader.crop", self.loader.crop,
                f"<= frames.size ({self.frames.size})")
-        _check(self.model.method not in ("vac", "smkd") or self.tam.depth >= 3, "tam.depth", self.tam.depth,
-               f">= 3 with model.method={self.model.method} (its conv head and sequence head must differ)")
-        _check(self.model.method != "smkd" or self.smkd.gsba_start < self.train.epochs, "smkd.gsba_start",
-               self.smkd.gsba_start, f"< train.epochs ({self.train.epochs})")
+        from ctca.methods import method_class
+
+        method_class(self.model.method).check_params(self)  # the method's own cross-section rules
         _check(self.spm.arch == "resnet18" or not self.spm.pretrained, "spm.pretrained", self.spm.pretrained,
                "'' unless spm.arch=resnet18")
 

@@ -2,7 +2,7 @@
 
 Both decoders take log-probabilities (N, T, C) plus valid lengths (N,) and return gloss id lists with
 no blanks and, like the reference CSLR code (VAC/CorrNet), consecutive identical glosses merged
-again after decoding (scoring.md §9.1).
+again after decoding (docs/scoring.md#decoding).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class GreedyDecoder:
 
 @dataclass(frozen=True)
 class BeamSearchDecoder:
-    """CTC prefix beam search, vectorised over the whole batch in torch (scoring.md §9.4).
+    """CTC prefix beam search, vectorised over the whole batch in torch (docs/scoring.md#decoding).
 
     State per utterance × beam: log p of blank-ending (``pb``) and label-ending (``pnb``) paths, the
     last label, a rolling prefix hash, and per-frame back-pointers (parent beam, emitted token).
@@ -107,7 +107,7 @@ class BeamSearchDecoder:
     and repeating the last label) are always considered. ctcdecode, which VAC/CorrNet use, only
     considers them when blank / that label is itself in the frame's top-K, i.e. it prunes blank too;
     ``ctcdecode_compat=True`` reproduces that for parity with their tables, at a small cost in
-    likelihood of the result (scoring.md §9.3).
+    likelihood of the result (docs/scoring.md#decoding).
 
     No language model. Input must be log-probabilities (log-softmax), blank at index 0. With a beam at
     least as wide as the number of reachable prefixes and ``top_k=None`` the search is exact.

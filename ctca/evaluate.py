@@ -19,7 +19,7 @@ from ctca.losses.ctc import ctc_loss
 from ctca.scoring.official import score_protocol
 from ctca.scoring.wer import Alignment, WerResult
 
-# evaluate.protocol=auto: each corpus is scored under its official protocol (docs/scoring.md §11)
+# evaluate.protocol=auto: each corpus is scored under its official protocol (docs/scoring.md#scoring-protocols)
 DATASET_PROTOCOL = {"synthetic": "none", "phoenix2014": "phoenix2014", "phoenix2014t": "phoenix2014t",
                     "csl-daily": "none"}
 

@@ -1,10 +1,10 @@
 """Information stored in weights (IIW, PAC-Bayes IB, Wang et al. ICLR 2022) of a CTC recognizer's module groups.
 
-Spec: ``docs/iiw.md`` (shared docs). With Δθ = θ − θ0 and the per-sample directional derivatives
+Spec: ``docs/iiw.md``. With Δθ = θ − θ0 and the per-sample directional derivatives
 
     s_{i,l} = Δθ_lᵀ ∇_{θ_l} ℓ_i          (sample i of the fixed subset, weight tensor l, float64)
 
-computed once per evaluation by a per-sample backward loop (route A, §4.2: exact, works with CTC and
+computed once per evaluation by a per-sample backward loop (exact, works with CTC and
 cuDNN LSTMs), every estimator is a function of the (T1, L) matrix ``s``. For a group G of tensors:
 
 * ``fisher_group``     = n · mean_i (Σ_{l∈G} s_il)²   -- **the paper's Eq. 15** (per-sample empirical Fisher,
@@ -14,15 +14,16 @@ cuDNN LSTMs), every estimator is a function of the (T1, L) matrix ``s``. For a g
   code's estimator** (``compute_information_bp_fast``: the square of the summed mean gradient of K = 10
   with-replacement batches of size b, per "weight" tensor, no factor n), exact in eval mode because the
   batch-mean gradient projected on Δθ is the batch mean of s. ``official_k``: the same with 1/K.
-* ``mu``, ``sigma2``: mean and (population) variance of Σ_{l∈G} s_il, so mean s² = mu² + sigma2 (§1.4);
+* ``mu``, ``sigma2``: mean and (population) variance of Σ_{l∈G} s_il, so mean s² = mu² + sigma2;
   ``*_se``: standard errors from the per-sample values, n · std(x) / sqrt(T1).
 
-The paper's and the code's values differ by orders of magnitude (iiw.md §5.1): say which one a plot shows.
+The paper's and the code's values differ by orders of magnitude (docs/iiw.md#estimators): say which one a plot shows.
 Groups are assigned by module object (``model.module_groups()``), never by name prefix.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,11 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctca.data.loader import collate
+from ctca.data.loader import AugmentConfig, ClipDataset, collate, make_loader
 from ctca.losses.ctc import ctc_loss
 
 TENSOR_FILTERS = ("official", "all")  # official: parameters whose name contains "weight" (no biases)
 ALL = "all"  # the pseudo-group of every tensor in the estimate
+IIW_GROUPS = ("spm", "tam", "classifier")  # the inference module groups, in the order reports show them
 
 
 class ClipItems(Protocol):
@@ -246,3 +248,51 @@ def ctc_iiw(model: nn.Module, dataset: ClipItems, indices: Sequence[int], theta0
     norms = delta_norms(tensors, theta0)
     groups = {g: {**est.get(g, zero), "delta_norm": norms[g]} for g in [*tensors, ALL]}
     return IIWReport(groups, len(skipped), n_train, len(indices), time.perf_counter() - start)
+
+
+def measure_iiw(model: nn.Module, train_clips, theta0: Mapping[str, torch.Tensor], params,
+                device: torch.device | str = "cpu") -> IIWReport:
+    """IIW of ``model`` on the fixed seeded subset (``iiw.*``) of its CTC-feasible training clips, un-augmented.
+
+    The one definition shared by the iiw stage's per-epoch curves and final value and by the benchmark,
+    so all use the same videos; n = the number of training clips.
+    """
+    iiw = params.iiw
+    n = len(train_clips.metas)
+    return ctc_iiw(model, ClipDataset(train_clips, AugmentConfig(crop=params.loader.crop), train=False),
+                   iiw_subset(n, iiw.subset, iiw.seed), theta0, n_train=n, tensor_filter=iiw.tensor_filter,
+                   official_batch=iiw.official_batch, official_k=iiw.official_k, seed=iiw.seed, device=device)
+
+
+def heldout_prior(model: nn.Module, held_out, params, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """IIW prior mean θ0 by the PIB recipe: a copy of the initial ``model`` trained briefly (``iiw.prior_epochs``,
+    CTC on its inference head) on held-out clips, snapshotted, then discarded. The global RNG is untouched."""
+    prior = copy.deepcopy(model).to(device)
+    loader_cfg, seed = params.loader, params.train.seed + 7919
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        data = ClipDataset(held_out, AugmentConfig(crop=loader_cfg.crop, flip=loader_cfg.flip,
+                                                   temporal_rescale=loader_cfg.temporal_rescale,
+                                                   min_frames=loader_cfg.min_frames, max_frames=loader_cfg.max_frames),
+                           train=True, seed=seed)
+        loader = make_loader(data, loader_cfg.batch_size, train=True, pad=prior.frame_padding, stride=prior.stride,
+                             seed=seed)
+        optimizer = torch.optim.Adam(prior.parameters(), lr=params.train.lr, weight_decay=params.train.weight_decay)
+        prior.train()
+        for epoch in range(params.iiw.prior_epochs):
+            loader.set_epoch(epoch)
+            for batch in loader:
+                batch = batch.to(device)
+                out = prior(batch.video, batch.mask, batch.lengths)
+                loss = ctc_loss(out.logits, out.lengths, batch.labels, batch.label_lengths).loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+    return {k: v.cpu() for k, v in snapshot(group_tensors(prior.module_groups(), params.iiw.tensor_filter)).items()}
+
+
+def iiw_prior(initial: nn.Module, dev_clips, params, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """θ0 of ``iiw.prior``: the initial weights, or (``heldout``, when a dev split exists) the PIB prior."""
+    if params.iiw.prior == "heldout" and dev_clips is not None:
+        return heldout_prior(initial, dev_clips, params, device)
+    return snapshot(group_tensors(initial.module_groups(), params.iiw.tensor_filter))

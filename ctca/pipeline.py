@@ -26,15 +26,38 @@ MODEL_FILE = Path("models/model.pt")
 METRICS_DIR = Path("metrics")
 REPORTS_DIR = Path("reports")
 
+# DVC metrics (`dvc exp show`): flat {name: number} files holding only the headline numbers
+EVAL_METRICS = METRICS_DIR / "eval.json"  # dev_/test_ wer, del, ins (+ _<head> for every other head)
+TRAIN_METRICS = METRICS_DIR / "train.json"  # parameters, epoch_seconds, best_epoch
+IIW_METRICS = METRICS_DIR / "iiw.json"  # iiw_spm, iiw_tam (fisher_group estimator, final model)
+# DVC plots: per-epoch rows
+TRAIN_HISTORY = METRICS_DIR / "train_history.json"
+IIW_CURVES = METRICS_DIR / "iiw_curves.json"
+# the detail behind the metrics (ordinary outputs, read by the report)
+EVAL_SUMMARY = EVAL_DIR / "summary.json"  # protocol, decoder, per split: S/D/I/N, loss, OOV, ms/video, heads
+TRAIN_SUMMARY = Path("work/train/summary.json")  # method, depth, epochs, parameters by module, exclusions, ...
+SNAPSHOTS_DIR = Path("work/snapshots")  # train: weights at epoch 0 (initial) and every iiw.interval epochs
+IIW_DETAIL = Path("work/iiw/detail.json")  # estimators, per-group stats and parameters, n_train, cost_ratio
+STAGES_DIR = Path("work/stages")  # one summary per data-preparation stage
+SYNTHESIZE_SUMMARY = STAGES_DIR / "synthesize.json"
+EXTRACT_FRAMES_SUMMARY = STAGES_DIR / "extract_frames.json"
+CACHE_FEATURES_SUMMARY = STAGES_DIR / "cache_features.json"
+PRETRAIN_SPM_SUMMARY = STAGES_DIR / "pretrain_spm.json"
+# the report stage's outputs; the chain-depth study (`ctca study report`) writes to its own folder
+REPORT_FILE = REPORTS_DIR / "report.md"
+FIGURES_DIR = REPORTS_DIR / "figures"
+STUDY_DIR = REPORTS_DIR / "study"
+
 
 class InputError(ValueError):
     """Bad input that a stage reports in one line (not a bug)."""
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
+    from ctca.checkpoint import NotACtcaFile
     from ctca.data.frames import FrameExtractionError
 
-    return (ConfigError, CorpusError, InputError, FrameExtractionError, FileNotFoundError)
+    return (ConfigError, CorpusError, InputError, FrameExtractionError, FileNotFoundError, NotACtcaFile)
 
 
 def corpus_root(params: Params) -> Path:

@@ -1,6 +1,9 @@
-"""The markdown report of a pipeline run: WER tables as the papers print them, and training curves as PNGs.
+"""The markdown report of a pipeline run: WER tables as the papers print them, and training/IIW curves as PNGs.
 
-It reads only the metrics files the stages declare, so it can be rebuilt without touching a model.
+It reads only files the stages declare as outputs (the paths in ``ctca.pipeline``): the flat DVC metrics,
+the per-epoch plots files and the detail next to them (work/eval/summary.json, work/train/summary.json,
+work/iiw/detail.json, work/stages/*.json), so it can be rebuilt without touching a model. The report stage
+is the only writer of reports/report.md and reports/figures/.
 """
 
 from __future__ import annotations
@@ -13,6 +16,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ctca.pipeline import (  # noqa: E402
+    CACHE_FEATURES_SUMMARY,
+    EVAL_DIR,
+    EVAL_SUMMARY,
+    EXTRACT_FRAMES_SUMMARY,
+    FIGURES_DIR,
+    IIW_CURVES,
+    IIW_DETAIL,
+    IIW_METRICS,
+    PRETRAIN_SPM_SUMMARY,
+    REPORT_FILE,
+    SYNTHESIZE_SUMMARY,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+    TRAIN_SUMMARY,
+)
 
 
 def _fmt(x, digits: int = 1) -> str:
@@ -80,7 +100,18 @@ def plot_curves(history: list[dict], pretrain: list[dict], out: Path) -> list[st
     return written
 
 
-IIW_GROUPS = ("spm", "tam", "classifier")
+IIW_ESTIMATORS = ("fisher_group", "official")
+
+
+def curve_groups(rows: list[dict]) -> list[str]:
+    """The module groups of IIW curve rows (``iiw_<group>_<estimator>`` keys), in the order the iiw stage wrote them."""
+    groups: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            for est in IIW_ESTIMATORS:
+                if k.startswith("iiw_") and k.endswith(f"_{est}"):
+                    groups[k[len("iiw_"):-len(est) - 1]] = None
+    return list(groups)
 
 
 def plot_iiw_curves(rows: list[dict], out: Path) -> list[str]:
@@ -91,7 +122,7 @@ def plot_iiw_curves(rows: list[dict], out: Path) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, est, title in ((axes[0], "fisher_group", "paper estimator (Eq. 15, per-sample Fisher)"),
                            (axes[1], "official", "reference-code estimator")):
-        for g in IIW_GROUPS:
+        for g in curve_groups(rows):
             pts = [(r["epoch"], r[f"iiw_{g}_{est}"]) for r in rows if r.get(f"iiw_{g}_{est}", 0) > 0]
             if pts:
                 ax.plot(*zip(*pts, strict=True), "o-", label=g.upper() if g != "classifier" else g)
@@ -110,14 +141,15 @@ def plot_iiw_curves(rows: list[dict], out: Path) -> list[str]:
 def iiw_section(iiw: dict) -> list[str]:
     """The report's IIW table (final model) with the estimators' definitions."""
     final = iiw.get("final", {})
+    prior = {"init": "θ0 = the initial weights",
+             "heldout": "θ0 = the initial weights trained on the held-out dev clips (`iiw.prior: heldout`)"}.get(
+        iiw.get("prior"), "θ0 as `iiw.prior` sets it")
     lines = ["## Information in weights (IIW)", "",
-             f"Final model, θ0 = the initial weights; {iiw.get('subset')} fixed training videos of "
+             f"Final model, {prior}; {iiw.get('subset')} fixed training videos of "
              f"n = {iiw.get('n_train')} ({iiw.get('skipped', 0)} skipped: infeasible CTC).", "",
              "| module | parameters | IIW (paper, Fisher) | ± s.e. | IIW (reference code) | ‖Δθ‖ | IIW per parameter |",
              "|---|---|---|---|---|---|---|"]
-    for g in IIW_GROUPS:
-        if g not in final:
-            continue
+    for g in final:  # the iiw stage writes the groups in the order to show (ctca.iiw.IIW_GROUPS)
         f, n_par = final[g], iiw.get("parameters", {}).get(g, 0)
         per = f["fisher_group"] / n_par if n_par else None
         lines.append(f"| {g} | {n_par:,} | {f['fisher_group']:.4g} | {f.get('fisher_group_se', 0):.2g} | "
@@ -125,7 +157,7 @@ def iiw_section(iiw: dict) -> list[str]:
     cost = iiw.get("cost_ratio")
     lines += ["", "Paper estimator: n · mean_i (Δθ·∇ℓ_i)² over the subset (Eq. 15 with a per-sample Fisher); "
               "reference-code estimator: the square of the projected mean of 10 mini-batch gradients, per tensor, "
-              "over M batches (docs: iiw.md §2.2). Compare within a module across epochs or depths, not across "
+              "over M batches (docs/iiw.md#estimators). Compare within a module across epochs or depths, not across "
               "modules."]
     if cost is not None:
         lines.append(f"One per-epoch IIW evaluation cost {100 * cost:.1f} % of a training epoch.")
@@ -158,30 +190,94 @@ def plot_posteriors(example: dict, out: Path) -> str:
     return "ctc_posteriors.png"
 
 
-def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: Path | None = None,
-                 methods: list[dict] | None = None) -> Path:
-    """reports/report.md and its figures. ``methods``: finished DVC experiments (``ctca.compare.collect``)
-    for the per-method table."""
+def methods_section(methods: list[dict] | None, depth, note: str | None = None) -> list[str]:
+    """The "Methods compared" section; says why when there is nothing to compare (never just disappears).
 
-    def load(name: str, default=None):
-        p = metrics_dir / name
-        return json.loads(p.read_text()) if p.is_file() else default
+    ``methods``: the finished DVC experiments at this chain depth (``ctca.compare.collect``); ``note``: why
+    they could not be read (e.g. the MLflow store is unreadable), shown instead of the table.
+    """
+    lines = ["## Methods compared", ""]
+    if note:
+        return lines + [f"**Not available:** {note}", ""]
+    if not methods:
+        return lines + [f"No finished DVC experiment at `tam.depth` {depth} in MLflow yet (a plain `dvc repro` "
+                        "is not an experiment: `dvc exp run -S model.method=vac`, then `ctca compare`).", ""]
+    from ctca.compare import markdown_table
 
-    evaluation = load("eval.json")
-    train = load("train.json", {})
-    history = load("train_history.json", [])
-    pretrain = load("pretrain_spm.json", {})
-    frames = load("extract_frames.json", {})
-    cache = load("cache_features.json", {})
+    return lines + [f"The {len(methods)} finished DVC experiments in MLflow at `tam.depth` {depth} when this "
+                    "report was built, grouped by method (mean ± std over their seeds and other settings; "
+                    "`ctca compare --by <param>` for other groupings and the per-experiment list). Inference ms "
+                    "per video is measured by each run's evaluate stage, so it depends on the load of the machine "
+                    "at that time.", "", *markdown_table(methods, "model.method"), ""]
+
+
+def model_table(train: dict, evaluation: dict) -> list[str]:
+    """Method, depth, parameters (inference, per module, training-only), best epoch, time per epoch and video."""
+    groups = train.get("parameters_by_module", {})
+    ms = " / ".join(f"{s} {_fmt(m.get('ms_per_video'), 1)} ms" for s, m in evaluation["splits"].items())
+    method = train.get("method", evaluation.get("method"))
+    depth = train.get("depth", evaluation.get("depth")) if method != "ctca" else "– (dual path)"
+    params = train.get("parameters")
+    training_only = train.get("parameters_training_only")
+    return [
+        "## Model",
+        "",
+        "| method | chain depth | parameters (inference) | SPM | TAM | classifier | training-only | best epoch "
+        "| training s / epoch | inference per video |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {method} | {depth} | {_int(params)} | {_int(groups.get('spm'))} | {_int(groups.get('tam'))} | "
+        f"{_int(groups.get('classifier'))} | "
+        f"{_int(sum(training_only.values())) if training_only is not None else '–'} | "
+        f"{train.get('best_epoch', '–')} of {train.get('epochs', '–')} | {_fmt(train.get('epoch_seconds'), 2)} | "
+        f"{ms} |",
+        "",
+        "Training-only parameters (auxiliary heads, the other CTCA path, projection heads, decoders) are "
+        "not used at inference. Compare methods across experiments with `ctca compare` (reports/methods.md).",
+        "",
+    ]
+
+
+def _int(x) -> str:
+    return "–" if x is None else f"{x:,}"
+
+
+def build_report(root: Path | str, params: dict, methods: list[dict] | None = None,
+                 methods_note: str | None = None) -> Path:
+    """reports/report.md and reports/figures/*.png of the pipeline outputs under ``root`` (the project folder).
+
+    ``params``: the params as a dict; ``methods``/``methods_note``: see :func:`methods_section`. Raises
+    FileNotFoundError without the evaluation summary; any other missing input is named in the report.
+    """
+    root = Path(root)
+    missing: list[Path] = []
+
+    def load(rel: Path, default=None):
+        p = root / rel
+        if p.is_file():
+            return json.loads(p.read_text())
+        missing.append(rel)
+        return default
+
+    evaluation = load(EVAL_SUMMARY)
     if evaluation is None:
-        raise FileNotFoundError(f"{metrics_dir / 'eval.json'}: missing (run the evaluate stage first)")
-    iiw = load("iiw.json")
-    figures = plot_curves(history, pretrain.get("history", []), reports_dir / "figures")
-    if iiw is not None:
-        figures += plot_iiw_curves(load("iiw_curves.json", []), reports_dir / "figures")
-    example = eval_dir / "posterior_example.json" if eval_dir else None
-    if example is not None and example.is_file():
-        figures.append(plot_posteriors(json.loads(example.read_text()), reports_dir / "figures"))
+        raise FileNotFoundError(f"{root / EVAL_SUMMARY}: missing (run the evaluate stage first)")
+    train = {**load(TRAIN_METRICS, {}), **load(TRAIN_SUMMARY, {})}
+    history = load(TRAIN_HISTORY, [])
+    pretrain = load(PRETRAIN_SPM_SUMMARY, {})
+    synth = load(SYNTHESIZE_SUMMARY, {})
+    frames = load(EXTRACT_FRAMES_SUMMARY, {})
+    cache = load(CACHE_FEATURES_SUMMARY, {})
+    iiw_headline = load(IIW_METRICS, {})
+    iiw = load(IIW_DETAIL)
+    curves = load(IIW_CURVES, [])
+    per_signer = load(EVAL_DIR / "per_signer.json", {})
+    example = load(EVAL_DIR / "posterior_example.json")
+
+    fig_dir = root / FIGURES_DIR
+    figures = plot_curves(history, pretrain.get("history", []), fig_dir)
+    figures += plot_iiw_curves(curves, fig_dir)
+    if example is not None:
+        figures.append(plot_posteriors(example, fig_dir))
 
     d = params["data"]
     lines = [
@@ -191,6 +287,11 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
         f"decoder {evaluation['decoder']} (beam {evaluation['beam_width']}), scoring protocol "
         f"**{evaluation['protocol']}**. DVC experiment: `{os.environ.get('DVC_EXP_NAME') or '(dvc repro)'}`.",
         "",
+    ]
+    if missing:
+        lines += ["Inputs not found (their sections are left out or incomplete): "
+                  + ", ".join(f"`{m.as_posix()}`" for m in missing) + ".", ""]
+    lines += [
         f"## Word error rate (protocol: {evaluation['protocol']})",
         "",
         *wer_table(evaluation),
@@ -204,37 +305,21 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
         *heads_table(evaluation),
     ]
     if train:
-        groups = train.get("parameters_by_module", {})
-        ms = " / ".join(f"{s} {_fmt(m.get('ms_per_video'), 1)} ms" for s, m in evaluation["splits"].items())
-        lines += [
-            "## Model",
-            "",
-            "| method | chain depth | parameters (inference) | SPM | TAM | classifier | training-only | best epoch "
-            "| inference per video |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {train['method']} | {train['depth'] if train['method'] != 'ctca' else '– (dual path)'} | "
-            f"{train['parameters']:,} | {groups.get('spm', 0):,} | {groups.get('tam', 0):,} | "
-            f"{groups.get('classifier', 0):,} | {sum(train.get('parameters_training_only', {}).values()):,} | "
-            f"{train['best_epoch']} of {train['epochs']} | {ms} |",
-            "",
-            "Training-only parameters (auxiliary heads, the other CTCA path, projection heads, decoders) are "
-            "not used at inference. Compare methods across experiments with `ctca compare` (reports/methods.md).",
-            "",
-        ]
-    if methods:
-        from ctca.compare import markdown_table
-
-        lines += ["## Methods compared", "",
-                  f"The {len(methods)} finished DVC experiments in MLflow at `tam.depth` "
-                  f"{methods[0].get('tam.depth')} when this report was built, grouped by method (mean ± std over their seeds and other settings; `ctca compare --by <param>` for other "
-                  "groupings and the per-experiment list). Inference ms per video is measured by each run's "
-                  "evaluate stage, so it depends on the load of the machine at that time.", "",
-                  *markdown_table(methods, "model.method"), ""]
+        lines += model_table(train, evaluation)
+    lines += methods_section(methods, params.get("tam", {}).get("depth"), methods_note)
     if iiw is not None:
         lines += iiw_section(iiw)
+    elif iiw_headline:
+        lines += ["## Information in weights (IIW)", "",
+                  "Final model, paper estimator: " + ", ".join(f"{k} {v:.4g}" for k, v in iiw_headline.items()
+                                                              if isinstance(v, int | float)) + ".", ""]
     if figures:
         lines += ["## Training curves, IIW curves and CTC posteriors", ""] + [f"![{f}](figures/{f})" for f in figures] + [""]
     lines += ["## Data", ""]
+    if synth.get("sentences"):
+        lines += [f"SynthSign corpus: {synth['sentences']} sentences, {synth.get('vocab_size')} glosses, "
+                  f"{synth.get('frames')} frames ({synth.get('mean_frames')} per video), "
+                  f"{synth.get('minimal_pairs')} minimal pairs of signs.", ""]
     counts = frames.get("counts", {})
     oov = cache.get("oov", {})
     if counts:
@@ -243,6 +328,8 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
             n_oov = evaluation["splits"].get(split, {}).get("oov_tokens", oov.get(split, {}).get("glosses", "–"))
             lines.append(f"| {split} | {c.get('ok', 0)} | {c.get('failed', 0)} | {n_oov} |")
         lines.append("")
+    if cache.get("vocab_size") is not None:
+        lines += [f"Gloss vocabulary (training split only): {cache['vocab_size']} glosses.", ""]
     failed = frames.get("failed", [])
     if failed:
         lines += ["Unreadable inputs (skipped; listed in `work/frames/manifest.json`):", ""]
@@ -253,14 +340,12 @@ def build_report(metrics_dir: Path, reports_dir: Path, params: dict, eval_dir: P
     lines += [f"- `{e['id']}`: {e['reason']}" for e in excluded[:20]]
     lines.append("")
     lines += ["## WER per signer", "", "| split | signer | WER % | del % | ins % | N |", "|---|---|---|---|---|---|"]
-    per_signer_file = eval_dir / "per_signer.json" if eval_dir else None
-    per_signer = json.loads(per_signer_file.read_text()) if per_signer_file and per_signer_file.is_file() else {}
     for split, signers in per_signer.items():
         for signer, r in signers.items():
             lines.append(f"| {split} | {signer} | {_fmt(r['wer'], 2)} | {_fmt(r['del'], 2)} | {_fmt(r['ins'], 2)} "
                          f"| {r['N']} |")
     lines.append("")
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    out = reports_dir / "report.md"
+    out = root / REPORT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     return out

@@ -1,4 +1,4 @@
-"""The chain-depth study (CTCA's empirical study, methods.md §7): queue it, then gather it from MLflow.
+"""The chain-depth study (CTCA's empirical study, docs/chain-depth.md): queue it, then gather it from MLflow.
 
 ``queue_depth_study`` queues one DVC experiment per (``tam.depth``, ``train.seed``) with
 ``dvc exp run --queue``; ``dvc queue start -j N`` runs them (each in its own temporary clone, all
@@ -40,7 +40,9 @@ def queue_depth_study(depths: Sequence[int], seeds: Sequence[int], extra: Sequen
 
 
 def epoch_curves(rows: Sequence[dict], metric: str, tracking_uri: str | None = None) -> dict[str, dict[int, list]]:
-    """``metric`` per epoch for each row's train run, grouped by depth: {depth: {epoch: [values over seeds]}}."""
+    """``metric`` per epoch for each row's iiw run (``iiw_run``: the iiw stage logs the snapshots' IIW at
+    step = epoch), grouped by depth: {depth: {epoch: [values over seeds]}}. Step 0 is not an epoch curve
+    point (the iiw stage logs the selected model's values without a step)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -50,7 +52,9 @@ def epoch_curves(rows: Sequence[dict], metric: str, tracking_uri: str | None = N
     client = MlflowClient()
     out: dict[str, dict[int, list]] = {}
     for row in rows:
-        for m in client.get_metric_history(row["train_run"], metric):
+        for m in client.get_metric_history(row["iiw_run"], metric):
+            if m.step < 1:
+                continue
             out.setdefault(str(row["tam.depth"]), {}).setdefault(m.step, []).append(m.value)
     return out
 
@@ -82,14 +86,16 @@ def _errorbar(ax, groups: dict[str, list[dict]], key: str, label: str, fmt: str 
 
 
 def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri: str | None = None) -> Path:
-    """reports/depth_study.md with figures: IIW (SPM, TAM) and WER against chain depth, IIW per epoch by depth."""
+    """``out_md`` (``ctca study report``: reports/study/depth_study.md) and its figures in ``fig_dir``: IIW (SPM,
+    TAM) and WER against chain depth, IIW per epoch by depth. The markdown links ``figures/<name>.png``, so
+    ``fig_dir`` is ``out_md.parent / "figures"``."""
     groups = group(rows, "tam.depth")
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = []
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, module in zip(axes, ("spm", "tam"), strict=True):
-        _errorbar(ax, groups, f"iiw.iiw_{module}_fisher_group", ESTIMATORS["fisher_group"], log=True)
+        _errorbar(ax, groups, f"iiw.final_iiw_{module}_fisher_group", ESTIMATORS["fisher_group"], log=True)
         ax.set_title(f"{module.upper()}: IIW of the trained model vs chain depth", fontsize=9)
         ax.set_xlabel("chain depth (tam.depth)")
         ax.set_ylabel("IIW (geometric mean ×/÷ std over seeds)")
@@ -143,9 +149,9 @@ def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri
              "| depth | seeds | IIW SPM (paper) | IIW TAM (paper) | IIW SPM (ref. code) | IIW TAM (ref. code) | "
              "dev WER % | test WER % |", "|---|---|---|---|---|---|---|---|"]
     for depth, members in groups.items():
-        lines.append(f"| {depth} | {len(members)} | {pm(members, 'iiw.iiw_spm_fisher_group')} | "
-                     f"{pm(members, 'iiw.iiw_tam_fisher_group')} | {pm(members, 'iiw.iiw_spm_official')} | "
-                     f"{pm(members, 'iiw.iiw_tam_official')} | {pm(members, 'dev_wer', '{:.2f}')} | "
+        lines.append(f"| {depth} | {len(members)} | {pm(members, 'iiw.final_iiw_spm_fisher_group')} | "
+                     f"{pm(members, 'iiw.final_iiw_tam_fisher_group')} | {pm(members, 'iiw.final_iiw_spm_official')} | "
+                     f"{pm(members, 'iiw.final_iiw_tam_official')} | {pm(members, 'dev_wer', '{:.2f}')} | "
                      f"{pm(members, 'test_wer', '{:.2f}')} |")
     lines += ["", *[f"![{f}](figures/{f})" for f in figures], ""]
     out_md.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from ctca.config import Params
 from ctca.data.cache import ClipStore, write_clip_store
 from ctca.data.vocab import Vocabulary
-from ctca.pipeline import CLIPS_DIR, FRAMES_DIR, METRICS_DIR, InputError, read_json, stage_main, write_json
+from ctca.pipeline import (
+    CACHE_FEATURES_SUMMARY,
+    CLIPS_DIR,
+    FRAMES_DIR,
+    InputError,
+    read_json,
+    stage_main,
+    write_json,
+)
 from ctca.tracking import stage_run
 
 
@@ -23,10 +31,10 @@ def run(params: Params) -> None:
         metrics = {"vocab_size": len(vocab.glosses),
                    "oov": {split: {"glosses": o["glosses"], "types": len(o["types"])}
                            for split, o in summary["oov"].items()}}
-        write_json(METRICS_DIR / "cache_features.json", metrics)
+        write_json(CACHE_FEATURES_SUMMARY, metrics)
         run.log_metrics({"vocab_size": len(vocab.glosses)})
         run.log_artifact(CLIPS_DIR / "vocab.json")
-        run.log_artifact(METRICS_DIR / "cache_features.json")
+        run.log_artifact(CACHE_FEATURES_SUMMARY)
 
 
 if __name__ == "__main__":

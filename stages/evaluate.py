@@ -1,4 +1,9 @@
-"""Stage evaluate: decode dev/test with the trained model; WER, del %, ins % (and per signer) as DVC metrics."""
+"""Stage evaluate: decode dev/test with the trained model and score them (sclite-exact).
+
+DVC metrics (metrics/eval.json, flat): WER, del %, ins % per split for the inference head and, suffixed
+``_<head>``, for every other head. The detail (protocol, S/D/I/N, loss, OOV, ms per video, the heads) is in
+work/eval/summary.json, with the CTM/STM, alignments and per-signer WER next to it.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,33 @@ from ctca.data.cache import ClipStore
 from ctca.decode import make_decoder
 from ctca.device import select_device
 from ctca.evaluate import evaluate_split, posterior_example, resolve_protocol, write_split_outputs
-from ctca.pipeline import CLIPS_DIR, EVAL_DIR, METRICS_DIR, MODEL_FILE, InputError, stage_main, write_json
+from ctca.models.io import load_model
+from ctca.pipeline import (
+    CLIPS_DIR,
+    EVAL_DIR,
+    EVAL_METRICS,
+    EVAL_SUMMARY,
+    MODEL_FILE,
+    InputError,
+    stage_main,
+    write_json,
+)
 from ctca.tracking import stage_run
-from ctca.train import load_model
+
+HEADLINE = ("wer", "del", "ins")
+
+
+def headline_metrics(summary: dict) -> dict[str, float]:
+    """The flat DVC metrics of an evaluation summary: ``<split>_<wer|del|ins>`` of the inference head and
+    ``<split>_<wer|del|ins>_<head>`` of every other head (``dev_wer_conv``, ``test_ins_local``)."""
+    out = {}
+    for split, m in summary["splits"].items():
+        out.update({f"{split}_{k}": m[k] for k in HEADLINE})
+    for split, m in summary["splits"].items():
+        for head, r in m.get("heads", {}).items():
+            if head != m.get("head"):
+                out.update({f"{split}_{k}_{head}": r[k] for k in HEADLINE})
+    return out
 
 
 def run(params: Params) -> None:
@@ -23,8 +52,8 @@ def run(params: Params) -> None:
     decoder = make_decoder(params.decode.beam_width)
     logged = {"decode": params.section("decode"), "evaluate": params.section("evaluate"), "protocol": protocol}
     out = {"protocol": protocol, "decoder": type(decoder).__name__, "beam_width": params.decode.beam_width,
-           "method": ckpt["config"]["method"], "depth": ckpt["config"]["depth"], "splits": {}}
-    per_signer: dict[str, dict] = {}  # kept out of the DVC metrics file: dvc exp show stays readable
+           "method": ckpt["meta"]["method"], "depth": ckpt["meta"]["depth"], "splits": {}}
+    per_signer: dict[str, dict] = {}
     with stage_run("evaluate", logged, params.tracking.experiment) as run:
         for split in params.evaluate.splits:
             if split not in store.splits:
@@ -49,9 +78,10 @@ def run(params: Params) -> None:
             run.log_metrics(out["splits"][split], prefix=f"{split}_")
             run.log_metrics({f"{h}_{k}": v for h, r in out["splits"][split]["heads"].items() for k, v in r.items()},
                             prefix=f"{split}_head_")
-        write_json(METRICS_DIR / "eval.json", out)
+        write_json(EVAL_SUMMARY, out)
         write_json(EVAL_DIR / "per_signer.json", per_signer)
-        run.log_artifact(METRICS_DIR / "eval.json")
+        write_json(EVAL_METRICS, headline_metrics(out))
+        run.log_artifact(EVAL_METRICS)
         run.log_artifact(EVAL_DIR, "eval")
 
 

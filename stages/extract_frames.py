@@ -5,7 +5,7 @@ from __future__ import annotations
 from ctca.config import Params
 from ctca.data.corpus import SPLITS, open_corpus
 from ctca.data.frames import extract_frames
-from ctca.pipeline import FRAMES_DIR, METRICS_DIR, corpus_root, read_json, stage_main, write_json
+from ctca.pipeline import EXTRACT_FRAMES_SUMMARY, FRAMES_DIR, corpus_root, read_json, stage_main, write_json
 from ctca.tracking import stage_run
 
 
@@ -22,7 +22,7 @@ def run(params: Params) -> None:
             if manifest.is_file():
                 run.log_artifact(manifest)
         counts = read_json(FRAMES_DIR / "manifest.json")["counts"]
-        write_json(METRICS_DIR / "extract_frames.json", {"counts": counts, "failed": summary.get("failed", [])})
+        write_json(EXTRACT_FRAMES_SUMMARY, {"counts": counts, "failed": summary.get("failed", [])})
         for split, c in counts.items():
             run.log_metrics(c, prefix=f"{split}_")
 

@@ -1,70 +1,87 @@
-"""Stage iiw: information in weights (IIW) of the trained model's SPM, TAM and classifier, and its curves.
+"""Stage iiw: information in weights (IIW) of the trained model's SPM, TAM and classifier, per epoch and final.
 
-The final IIW is measured on the fixed seeded training subset that training used for its per-epoch
-curves, with θ0 = the initial weights saved in the model file; the curves come from the training
-history. Writes metrics/iiw.json (DVC metrics), metrics/iiw_curves.json (DVC plots) and PNG figures.
+Measured on the weight snapshots the train stage published (the initial weights and every
+``iiw.interval`` epochs) and on the selected model, all on the same fixed seeded training subset, with
+θ0 from ``iiw.prior`` (docs/iiw.md). Only this stage reads the measurement keys of ``iiw``, so changing
+them never retrains. Writes the headline numbers (DVC metrics), the per-epoch curves (DVC plots) and
+the detail the report reads.
 """
 
 from __future__ import annotations
 
 import statistics
 
+import torch
+
 from ctca.config import Params
 from ctca.data.cache import ClipStore
 from ctca.device import select_device
-from ctca.models.recognizer import count_parameters
+from ctca.iiw import IIW_GROUPS, iiw_prior, measure_iiw
+from ctca.losses.ctc import feasibility
+from ctca.models.io import load_model
+from ctca.models.recognizer import build_recognizer, count_parameters
 from ctca.pipeline import (
     CLIPS_DIR,
-    METRICS_DIR,
+    IIW_CURVES,
+    IIW_DETAIL,
+    IIW_METRICS,
     MODEL_FILE,
-    REPORTS_DIR,
+    SNAPSHOTS_DIR,
+    TRAIN_HISTORY,
     InputError,
     read_json,
     stage_main,
     write_json,
 )
-from ctca.report import IIW_GROUPS, plot_iiw_curves
 from ctca.tracking import stage_run
-from ctca.train import feasibility, load_model, measure_iiw
+
+ESTIMATORS = {"fisher_group": "the paper's estimator: n * mean_i (dtheta . grad l_i)^2, per-sample Fisher",
+              "official": "the reference code's: (sum_k dtheta . mean batch gradient / M)^2 per tensor"}
 
 
-def curves(history: list[dict]) -> list[dict]:
-    """Per-epoch IIW rows (epoch + every ``iiw_*`` value) from the training history."""
-    return [{"epoch": h["epoch"], **{k: v for k, v in h.items() if k.startswith("iiw_")}}
-            for h in history if any(k.startswith("iiw_") for k in h)]
+def snapshot_models(config: dict) -> list[tuple[int, torch.nn.Module]]:
+    """(epoch, network) for every published snapshot, epoch 0 (the initial weights) first."""
+    paths = sorted(SNAPSHOTS_DIR.glob("epoch_*.pt"))
+    if not paths or paths[0].name != "epoch_000.pt":
+        raise InputError(f"{SNAPSHOTS_DIR}: no initial weights (epoch_000.pt); rerun the train stage")
+    models = []
+    for path in paths:
+        model = build_recognizer(config)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        models.append((int(path.stem.split("_")[1]), model))
+    return models
 
 
 def run(params: Params) -> None:
     device = select_device(params.train.device)
-    model, vocab, ckpt = load_model(MODEL_FILE, map_location="cpu")
-    theta0 = ckpt.get("theta0") or {}
-    if not theta0:
-        raise InputError(f"{MODEL_FILE}: no initial weights (theta0) saved; rerun the train stage")
-    model.to(device)
-    train_split = ClipStore(CLIPS_DIR).split("train")
+    model, _, ckpt = load_model(MODEL_FILE, map_location="cpu")
+    snapshots = snapshot_models(ckpt["config"])
+    store = ClipStore(CLIPS_DIR)
+    train_split = store.split("train")
     keep, _ = feasibility(train_split, model.frame_padding, model.stride, model)  # the clips training used
-    history = read_json(METRICS_DIR / "train_history.json")
-    rows = curves(history)
+    train_clips = train_split.subset(keep)
+    theta0 = iiw_prior(snapshots[0][1], store.split("dev") if "dev" in store.splits else None, params, device)
     with stage_run("iiw", {"iiw": params.section("iiw")}, params.tracking.experiment) as run:
-        rep = measure_iiw(model, train_split.subset(keep), theta0, params, device)
+        rows = []
+        for epoch, snap in snapshots[1:]:
+            rep = measure_iiw(snap.to(device), train_clips, theta0, params, device)
+            rows.append({"epoch": epoch, **rep.flat(), "iiw_seconds": rep.seconds})
+            run.log_metrics(rep.flat(), step=epoch)
+        rep = measure_iiw(model.to(device), train_clips, theta0, params, device)
+        history = read_json(TRAIN_HISTORY)
         epoch_s = [h["epoch_seconds"] for h in history if "epoch_seconds" in h]
-        iiw_s = [h["iiw_seconds"] for h in history if "iiw_seconds" in h]
-        final = {g: {k: rep.groups[g][k] for k in ("fisher_group", "fisher_group_se", "fisher_blockdiag",
-                                                     "official", "mu", "sigma2", "delta_norm") if k in rep.groups[g]}
-                 for g in IIW_GROUPS if g in rep.groups}
-        out = {"estimators": {"fisher_group": "paper Eq. 15: n * mean_i (dtheta . grad l_i)^2, per-sample Fisher",
-                              "official": "reference code: (sum_k dtheta . mean batch gradient / M)^2 per tensor"},
-               "n_train": rep.n, "subset": rep.subset, "skipped": rep.skipped, "final": final,
-               "parameters": {g: count_parameters(m) for g, m in model.module_groups().items()},
-               "cost_ratio": statistics.fmean(iiw_s) / statistics.fmean(epoch_s) if iiw_s and epoch_s else None}
-        write_json(METRICS_DIR / "iiw.json", out)
-        write_json(METRICS_DIR / "iiw_curves.json", rows)
-        figures = plot_iiw_curves(rows, REPORTS_DIR / "figures")
-        run.log_metrics(rep.flat())
-        if out["cost_ratio"] is not None:
-            run.log_metrics({"iiw_cost_ratio": out["cost_ratio"]})
-        for f in figures:
-            run.log_artifact(REPORTS_DIR / "figures" / f, "figures")
+        iiw_s = [r["iiw_seconds"] for r in rows] or [rep.seconds]
+        detail = {"estimators": ESTIMATORS, "prior": params.iiw.prior, "n_train": rep.n, "subset": rep.subset,
+                  "skipped": rep.skipped,
+                  "final": {g: rep.groups[g] for g in IIW_GROUPS if g in rep.groups},
+                  "parameters": {g: count_parameters(m) for g, m in model.module_groups().items()},
+                  "cost_ratio": statistics.fmean(iiw_s) / statistics.fmean(epoch_s) if epoch_s else None}
+        write_json(IIW_METRICS, {f"iiw_{g}": rep.groups[g]["fisher_group"] for g in ("spm", "tam")})
+        write_json(IIW_DETAIL, detail)
+        write_json(IIW_CURVES, rows)
+        run.log_metrics(rep.flat("final_iiw_"))  # not iiw_*: those hold the per-epoch curves (step = epoch)
+        if detail["cost_ratio"] is not None:
+            run.log_metrics({"iiw_cost_ratio": detail["cost_ratio"]})
 
 
 if __name__ == "__main__":

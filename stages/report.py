@@ -1,31 +1,45 @@
-"""Stage report: reports/report.md and reports/figures/*.png from the metrics files; logged to MLflow."""
+"""Stage report: reports/report.md and reports/figures/*.png (training, IIW and CTC curves); logged to MLflow.
+
+The "Methods compared" section reads the finished DVC experiments from MLflow; when the store cannot be
+read, the section and the stage log say so and why (the report is still written).
+"""
 
 from __future__ import annotations
 
+import logging
+
 from ctca.config import Params, to_dict
-from ctca.pipeline import EVAL_DIR, METRICS_DIR, REPORTS_DIR, stage_main
+from ctca.pipeline import FIGURES_DIR, stage_main
 from ctca.report import build_report
 from ctca.tracking import stage_run
 
+log = logging.getLogger(__name__)
 
-def finished_experiments(experiment: str) -> list[dict]:
-    """Every finished DVC experiment in MLflow (for the per-method table); [] if the store cannot be read."""
+
+def finished_experiments(experiment: str, depth: int) -> tuple[list[dict], str | None]:
+    """The finished DVC experiments in MLflow at chain depth ``depth`` (the depth study's shallower ladders
+    are not methods), and ``None``; or ``[]`` and why the store could not be read."""
     from ctca.compare import collect
+    from ctca.tracking import tracking_uri
 
+    uri = tracking_uri()
     try:
-        return collect(experiment)
-    except Exception as exc:  # the report must not fail because the tracking store is unreachable
-        print(f"report: experiments not read from MLflow ({exc})")
-        return []
+        rows = collect(experiment, uri)
+    except Exception as exc:  # any failure to read the store: the report says so instead of failing
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else '(no message)'}"
+        note = f"the MLflow store `{uri}` (experiment `{experiment}`) could not be read ({reason})."
+        log.warning("methods not compared: %s", note)
+        return [], note
+    return [r for r in rows if r.get("tam.depth") == str(depth)], None
 
 
 def run(params: Params) -> None:
-    # methods are compared at this run's chain depth (the depth study's shallower ladders are not methods)
-    methods = [r for r in finished_experiments(params.tracking.experiment) if r.get("tam.depth") == str(params.tam.depth)]
-    with stage_run("report", {"data.dataset": params.data.dataset}, params.tracking.experiment) as run:
-        path = build_report(METRICS_DIR, REPORTS_DIR, to_dict(params), EVAL_DIR, methods=methods)
+    methods, note = finished_experiments(params.tracking.experiment, params.tam.depth)
+    logged = {"data.dataset": params.data.dataset, "tam.depth": params.tam.depth}
+    with stage_run("report", logged, params.tracking.experiment) as run:
+        path = build_report(".", to_dict(params), methods=methods, methods_note=note)
         run.log_artifact(path, "report")
-        run.log_artifact(REPORTS_DIR / "figures", "report/figures")
+        run.log_artifact(FIGURES_DIR, "report/figures")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from ctca.config import Params
-from ctca.pipeline import METRICS_DIR, SYNTH_ROOT, stage_main, write_json
+from ctca.pipeline import SYNTH_ROOT, SYNTHESIZE_SUMMARY, stage_main, write_json
 
 
 def run(params: Params) -> None:
@@ -15,7 +15,7 @@ def run(params: Params) -> None:
         SYNTH_ROOT.mkdir(parents=True)
         (SYNTH_ROOT / "NOT_USED.md").write_text(f"data.dataset={params.data.dataset}: corpus read from "
                                                 f"{params.data.root}\n")
-        write_json(METRICS_DIR / "synthesize.json", {"dataset": params.data.dataset, "rendered": False})
+        write_json(SYNTHESIZE_SUMMARY, {"dataset": params.data.dataset, "rendered": False})
         return
     from ctca.data.synthetic import generate
     from ctca.tracking import stage_run
@@ -23,9 +23,9 @@ def run(params: Params) -> None:
     with stage_run("synthesize", {"synth": params.section("synth")}, params.tracking.experiment) as run:
         summary = generate(params.synth.generator_config(), SYNTH_ROOT, workers=params.synth.workers)
         keys = ("vocab_size", "sentences", "frames", "mean_frames", "minimal_pairs")  # the full summary is
-        write_json(METRICS_DIR / "synthesize.json", {k: summary[k] for k in keys})  # in synthsign.json
+        write_json(SYNTHESIZE_SUMMARY, {k: summary[k] for k in keys})  # in synthsign.json
         run.log_artifact(SYNTH_ROOT / "synthsign.json")
-        run.log_artifact(METRICS_DIR / "synthesize.json")
+        run.log_artifact(SYNTHESIZE_SUMMARY)
 
 
 if __name__ == "__main__":

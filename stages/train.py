@@ -1,51 +1,83 @@
-"""Stage train: train the recognizer (model.method, tam.depth) from the pretrained SPM; keep the best dev epoch.
+"""Stage train: train the recognizer (model.method) from the pretrained SPM; keep the best dev epoch.
 
-With ``train.nproc > 1`` the stage relaunches itself under torchrun (DDP); rank 0 writes every output.
+Also publishes the weight snapshots the iiw stage measures (the initial weights and every
+``iiw.interval`` epochs). With ``train.nproc > 1`` the stage relaunches itself under torchrun (DDP);
+rank 0 writes every output.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import statistics
 
 from ctca.config import Params
 from ctca.distributed import relaunch_under_torchrun, under_torchrun
+from ctca.methods import method_class
+from ctca.models.io import save_model
 from ctca.models.recognizer import count_parameters, inference_parameters
-from ctca.pipeline import CKPT_DIR, CLIPS_DIR, METRICS_DIR, MODEL_FILE, SPM_WEIGHTS, stage_main, write_json
+from ctca.pipeline import (
+    CKPT_DIR,
+    CLIPS_DIR,
+    MODEL_FILE,
+    SNAPSHOTS_DIR,
+    SPM_WEIGHTS,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+    TRAIN_SUMMARY,
+    stage_main,
+    write_json,
+)
 from ctca.tracking import stage_run
-from ctca.train import fit, fit_spec, model_config, save_model
+from ctca.train import fit
 
-LOGGED_SECTIONS = ("model", "tam", "loss", "train", "loader", "spm", "iiw")
+SHARED_SECTIONS = ("model", "tam", "train", "loader", "spm")
+
+
+def publish_snapshots(snapshots) -> None:
+    """The checkpoint folder's snapshots become the stage's output (hard links where possible)."""
+    shutil.rmtree(SNAPSHOTS_DIR, ignore_errors=True)
+    SNAPSHOTS_DIR.mkdir(parents=True)
+    for path in snapshots:
+        try:
+            os.link(path, SNAPSHOTS_DIR / path.name)
+        except OSError:
+            shutil.copy2(path, SNAPSHOTS_DIR / path.name)
 
 
 def run(params: Params) -> None:
     if params.train.nproc > 1 and not under_torchrun():
         relaunch_under_torchrun(params.train.nproc, "stages.train")
         return
-    spec = fit_spec(params)
-    kwargs = {"clips_dir": CLIPS_DIR, "ckpt_dir": CKPT_DIR / "train", "spec": spec, "init_spm": SPM_WEIGHTS}
+    kwargs = {"clips_dir": CLIPS_DIR, "ckpt_dir": CKPT_DIR / "train", "init_spm": SPM_WEIGHTS,
+              "snapshot_every": params.iiw.interval}
     if int(os.environ.get("RANK", "0")) != 0:  # other DDP ranks train their shards; rank 0 reports
         fit(params, **kwargs)
         return
-    logged = {s: params.section(s) for s in LOGGED_SECTIONS}
-    if params.model.method in ("vac", "smkd", "ctca"):  # the method's own switches
-        logged[params.model.method] = params.section(params.model.method)
+    method = method_class(params.model.method)
+    logged = {s: params.section(s) for s in dict.fromkeys((*SHARED_SECTIONS, *method.sections))}
+    logged["iiw.interval"] = params.iiw.interval
     with stage_run("train", logged, params.tracking.experiment) as run:
         result = fit(params, **kwargs, on_epoch=lambda epoch, m: run.log_metrics(m, step=epoch))
         model = result.model
-        groups = {name: count_parameters(m) for name, m in model.module_groups().items()}
-        training_only = {name: count_parameters(m) for name, m in model.training_modules().items()}
-        meta = {"best_epoch": result.best_epoch, "best_dev_wer": result.best_dev_wer, "depth": spec.depth}
-        save_model(MODEL_FILE, model, model_config(params, result.vocab.num_classes, spec.depth), result.vocab, meta,
-                   theta0=result.theta0)
-        summary = {"method": params.model.method, "depth": spec.depth, "epochs": len(result.history),
+        save_model(MODEL_FILE, model, result.config, result.vocab,
+                   {"method": params.model.method, "best_epoch": result.best_epoch,
+                    "best_dev_wer": result.best_dev_wer, "depth": params.tam.depth})
+        publish_snapshots(result.snapshots)
+        epoch_seconds = [h["epoch_seconds"] for h in result.history]
+        metrics = {"parameters": inference_parameters(model), "best_epoch": result.best_epoch,
+                   "epoch_seconds": statistics.fmean(epoch_seconds) if epoch_seconds else None}
+        summary = {"method": params.model.method, "depth": params.tam.depth, "epochs": len(result.history),
                    "best_epoch": result.best_epoch, "best_dev_wer": result.best_dev_wer,
-                   "parameters": inference_parameters(model), "parameters_by_module": groups,
-                   "parameters_training_only": training_only,
+                   "parameters": metrics["parameters"],
+                   "parameters_by_module": {n: count_parameters(m) for n, m in model.module_groups().items()},
+                   "parameters_training_only": {n: count_parameters(m) for n, m in model.training_modules().items()},
                    "excluded_train_samples": result.excluded, "resumed_from_epoch": result.resumed_from}
-        write_json(METRICS_DIR / "train.json", summary)
-        write_json(METRICS_DIR / "train_history.json", result.history)
+        write_json(TRAIN_METRICS, metrics)
+        write_json(TRAIN_SUMMARY, summary)
+        write_json(TRAIN_HISTORY, result.history)
         run.log_metrics({"best_dev_wer": result.best_dev_wer, "best_epoch": result.best_epoch,
-                         "parameters": summary["parameters"]})
+                         "parameters": metrics["parameters"]})
         run.log_artifact(MODEL_FILE, "model")
 
 

@@ -141,8 +141,8 @@ def test_phoenix2014_known_broken_sample_is_kept_and_logged(tmp_path, caplog):
 
 def test_ctc_feasibility_rule_excludes_the_16_frame_16_gloss_clip():
     torch = pytest.importorskip("torch")
+    from ctca.losses.ctc import feasibility
     from ctca.models.tam import TemporalAggregation
-    from ctca.train import feasibility
 
     tam = TemporalAggregation(8, depth=4, hidden=8)
     model = SimpleNamespace(tam=tam, output_lengths=tam.output_lengths)  # only the output-length rule is used

@@ -165,7 +165,8 @@ def test_shipped_stm_without_trailing_newline():
     assert len(stm) == 540
     assert sum(len(e.words) for e in stm.values()) == 5540
     last_line = P14_DEV.read_text().splitlines()[-1].split()
-    assert stm[last_line[0]].words[-1] == last_line[-1] == "MOEGLICH"  # not truncated (§8.2)
+    # not truncated, unlike VAC's Python evaluator (docs/scoring.md#other-scorers)
+    assert stm[last_line[0]].words[-1] == last_line[-1] == "MOEGLICH"
 
 
 def test_stm_duplicate_id_is_an_error(tmp_path):

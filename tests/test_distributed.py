@@ -17,7 +17,7 @@ def _worker(clips: str, out: str, method: str) -> None:  # runs in each torchrun
 
     import ctca.data.loader as loader
     from ctca.config import parse_params
-    from ctca.train import fit, fit_spec
+    from ctca.train import fit
 
     seen: list[str] = []
     collate = loader.collate
@@ -30,7 +30,7 @@ def _worker(clips: str, out: str, method: str) -> None:  # runs in each torchrun
     params = parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1}, "model": {"method": method},
                            "ctca": {"downsample": "pool4"}})
     rank = int(os.environ["RANK"])
-    result = fit(params, Path(clips), Path(out) / "ckpt", fit_spec(params), progress=False)
+    result = fit(params, Path(clips), Path(out) / "ckpt", progress=False)
     torch.save({k: v for k, v in result.model.named_parameters()}, Path(out) / f"params{rank}.pt")
     (Path(out) / f"seen{rank}.json").write_text(json.dumps({"ids": seen, "history": result.history}))
 

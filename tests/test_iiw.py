@@ -1,4 +1,4 @@
-"""IIW estimators (ctca.iiw) against the exact test vectors of docs iiw.md §4.4."""
+"""IIW estimators (ctca.iiw) against exact test vectors (docs/iiw.md#tests)."""
 
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ class _FakeClips:
 
 def _tiny_recognizer() -> nn.Module:
     torch.manual_seed(0)
-    return build_recognizer({"method": "baseline", "num_classes": 6, "spm_arch": "compact", "spm_channels": [4],
+    return build_recognizer({"arch": "recognizer", "num_classes": 6, "spm_arch": "compact", "spm_channels": [4],
                              "depth": 3, "hidden": 8, "dropout": 0.0})
 
 

@@ -30,7 +30,8 @@ def test_depth_4_is_the_vac_network():
     assert [(c.kernel_size, c.padding) for c in convs] == [((5,), (0,)), ((5,), (0,))]
     assert tam.lstm.num_layers == 2 and tam.lstm.bidirectional and tam.lstm.hidden_size == 512
     assert tam.frame_padding == 6  # VAC pads 6 frames on each side for K5-P2-K5-P2
-    # parameter count of VAC's TemporalConv (7,870,464) + 2-layer BiLSTM (12,599,296), methods.md 2.3
+    # parameter count of VAC's TemporalConv (7,870,464) + 2-layer BiLSTM (12,599,296) at 1024 channels
+    # (docs/methods.md#the-shared-network)
     assert count_parameters(tam) == 7_870_464 + 12_599_296
 
 
@@ -62,21 +63,26 @@ def test_masked_bn_ignores_padding_frames():
     assert torch.allclose(bn.running_var, bn_twin.running_var, atol=1e-6)
 
 
+CONV_HEAD = {"baseline": "none", "vac": "separate", "smkd": "shared"}
+
+
 def cfg(method, **kw):
-    base = {"method": method, "num_classes": 11, "spm_arch": "compact", "spm_channels": [4, 8], "depth": 3,
-            "hidden": 8, "dropout": 0.0}
+    """The network config of each method's model (what ctca.methods writes into the model file)."""
+    base = {"arch": "recognizer", "num_classes": 11, "spm_arch": "compact", "spm_channels": [4, 8], "depth": 3,
+            "hidden": 8, "dropout": 0.0, "conv_head": CONV_HEAD.get(method, method)}
     if method == "ctca":
-        base["ctca"] = {"local_kernels": [3, 3, 3], "global_layers": 2, "downsample": "none",
-                        "classifier": "normlinear", "inference": "global", "proj_dim": 4, "rc_target": "cross",
-                        "emb_dim": 5}
+        base = {"arch": "dual_path", "num_classes": 11, "spm_arch": "compact", "spm_channels": [4, 8], "hidden": 8,
+                "dropout": 0.0, "local_kernels": [3, 3, 3], "global_layers": 2, "downsample": "none",
+                "classifier": "normlinear", "inference": "global", "proj_dim": 4, "rc_target": "cross",
+                "emb_dim": 5}
     base.update(kw)
     return base
 
 
-def _run(model, t_out=5):
+def _run(model, t_out=5, **options):
     video = torch.randn(2, model.stride * t_out + 2 * model.frame_padding, 3, 16, 16)
     mask = torch.ones(video.shape[:2], dtype=torch.bool)
-    return model(video, mask, torch.tensor([video.shape[1]] * 2))
+    return model(video, mask, torch.tensor([video.shape[1]] * 2), **options)
 
 
 def test_recognizer_forward_and_module_groups():
@@ -87,8 +93,10 @@ def test_recognizer_forward_and_module_groups():
     out = _run(model)
     assert out.logits.shape == (5, 2, 11) and out.lengths.tolist() == [5, 5]
     assert set(out.heads) == {"seq"}
-    with pytest.raises(ValueError, match="model.method='nope'"):
+    with pytest.raises(ValueError, match="conv_head='nope'"):
         build_recognizer(cfg("nope"))
+    with pytest.raises(ValueError, match="arch='nope'"):
+        build_recognizer(cfg("baseline", arch="nope"))
 
 
 def test_vac_has_an_independent_conv_head_and_smkd_shares_until_untied():
@@ -122,12 +130,9 @@ def test_norm_linear_is_cosine_times_feature_norm():
 
 @pytest.mark.parametrize("downsample,t_out", [("none", 20), ("pool4", 5)])
 def test_ctca_dual_path_shapes_and_inference_parameters(downsample, t_out):
-    c = cfg("ctca")
-    c["ctca"]["downsample"] = downsample
-    model = build_recognizer(c)
-    model.active_aux = frozenset({"l2g", "rc"})
+    model = build_recognizer(cfg("ctca", downsample=downsample))
     model.train()
-    out = _run(model, t_out)
+    out = _run(model, t_out, aux=frozenset({"l2g", "rc"}))
     assert set(out.heads) == {"global", "local"} and out.logits is out.heads["global"]
     assert out.logits.shape == (t_out, 2, 11)
     assert {"proj_local", "proj_global", "rc_global", "rc_local"} <= set(out.features)
@@ -135,8 +140,9 @@ def test_ctca_dual_path_shapes_and_inference_parameters(downsample, t_out):
     kept = count_parameters(model.spm) + count_parameters(model.global_path) + count_parameters(
         model.global_classifier)
     assert inference_parameters(model) == kept < count_parameters(model)
+    assert "proj_local" not in _run(model, t_out).features  # training-only outputs only when asked for
     model.eval()
-    assert "proj_local" not in _run(model, t_out).features
+    assert "proj_local" not in _run(model, t_out, aux=frozenset({"l2g", "rc"})).features
 
 
 def test_ctca_local_path_ignores_frames_past_the_length():

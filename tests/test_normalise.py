@@ -1,5 +1,5 @@
-"""Tests for ctca.scoring.normalise: the official PHOENIX-2014 / PHOENIX-2014-T rules (scoring.md §4, §5),
-the VAC-compatible and identity protocols, and the perfect-hypothesis floors of §6.2 on the shipped STMs."""
+"""Tests for ctca.scoring.normalise: the official PHOENIX-2014 / PHOENIX-2014-T rules, the VAC-compatible
+and identity protocols, and the perfect-hypothesis floors on the shipped STMs (docs/scoring.md#scoring-protocols)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_a_bare_string_is_refused(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# scoring.md §5.4: raw token -> normalised token, both official protocols
+# raw token -> normalised token, both official protocols (docs/scoring.md#phoenix2014, #phoenix2014t)
 
 # (raw hypothesis, PHOENIX-2014 hyp, PHOENIX-2014-T hyp)
 TABLE_5_4 = [
@@ -125,7 +125,7 @@ def test_the_2014_reference_side_is_untouched_and_14t_joins_only_the_reference()
 
 
 # ---------------------------------------------------------------------------------------------
-# PHOENIX-2014 hypothesis rules in detail (§4.3)
+# PHOENIX-2014 hypothesis rules in detail (docs/scoring.md#phoenix2014)
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_phoenix2014_token_rules(raw, expected):
 
 
 # ---------------------------------------------------------------------------------------------
-# PHOENIX-2014-T rules in detail (§5.1, §5.2)
+# PHOENIX-2014-T rules in detail (docs/scoring.md#phoenix2014t)
 
 
 @pytest.mark.parametrize(
@@ -213,7 +213,7 @@ def test_phoenix2014t_reference_cleaning_is_a_no_op_on_the_shipped_stms(split):
 
 
 # ---------------------------------------------------------------------------------------------
-# Pipeline vectors of wer_vectors.json (§10)
+# Pipeline vectors of wer_vectors.json (docs/scoring.md#verification)
 
 _NORMALISATION = {"phoenix2014_hyp": "phoenix2014", "phoenix2014T_hyp+ref": "phoenix2014t"}
 
@@ -294,7 +294,7 @@ def test_never_an_empty_or_split_token(name):
 
 
 # ---------------------------------------------------------------------------------------------
-# Perfect-hypothesis floors on the shipped STMs (§6.2): (S, D, I)
+# Perfect-hypothesis floors on the shipped STMs (docs/scoring.md#perfect-hypothesis-floors): (S, D, I)
 
 FLOORS = [
     # dataset, split, protocol, merge repeats in the hypothesis, expected (S, D, I)

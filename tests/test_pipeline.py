@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -74,14 +76,24 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(project):
     report = (project / "reports" / "report.md").read_text()
     assert "## Word error rate" in report and "| dev |" in report and "| test |" in report
     assert (project / "reports" / "figures" / "training_loss.png").stat().st_size > 1000
-    evaluation = json.loads((project / "metrics" / "eval.json").read_text())
+    # DVC metrics: flat files of headline numbers (dvc exp show stays readable); the detail is next to them
+    metrics = {name: json.loads((project / "metrics" / f"{name}.json").read_text()) for name in ("eval", "train", "iiw")}
+    assert list(metrics["eval"]) == ["dev_wer", "dev_del", "dev_ins", "test_wer", "test_del", "test_ins"]
+    assert set(metrics["train"]) == {"parameters", "epoch_seconds", "best_epoch"}
+    assert set(metrics["iiw"]) == {"iiw_spm", "iiw_tam"}
+    assert all(isinstance(v, int | float) for m in metrics.values() for v in m.values()), metrics
+    evaluation = json.loads((project / "work" / "eval" / "summary.json").read_text())
     for split in ("dev", "test"):
         m = evaluation["splits"][split]
         assert m["N"] > 0 and m["wer"] == pytest.approx(100 * (m["S"] + m["D"] + m["I"]) / m["N"])
-    train = json.loads((project / "metrics" / "train.json").read_text())
+        assert metrics["eval"][f"{split}_wer"] == m["wer"]
+    train = json.loads((project / "work" / "train" / "summary.json").read_text())
     assert train["depth"] == TINY_PARAMS["tam"]["depth"]
-    iiw = json.loads((project / "metrics" / "iiw.json").read_text())
+    iiw = json.loads((project / "work" / "iiw" / "detail.json").read_text())
     assert {"spm", "tam", "classifier"} <= set(iiw["final"]) and iiw["final"]["spm"]["fisher_group"] > 0
+    assert metrics["iiw"]["iiw_spm"] == iiw["final"]["spm"]["fisher_group"]
+    for stage in ("synthesize", "extract_frames", "cache_features", "pretrain_spm"):  # not DVC metrics any more
+        assert (project / "work" / "stages" / f"{stage}.json").is_file()
     curves = json.loads((project / "metrics" / "iiw_curves.json").read_text())
     assert [c["epoch"] for c in curves] == list(range(1, TINY_PARAMS["train"]["epochs"] + 1))
     assert "## Information in weights (IIW)" in report
@@ -113,7 +125,7 @@ def test_exp_run_depth_reruns_only_dependent_stages_and_logs_the_experiment(proj
     assert parent.info.status == "FINISHED"
     train = next(r for r in runs if r.data.tags.get("dvc.stage") == "train")
     assert train.data.params["tam.depth"] == "2"
-    assert json.loads((project / "metrics" / "train.json").read_text())["depth"] == 2
+    assert json.loads((project / "work" / "train" / "summary.json").read_text())["depth"] == 2
     report = (project / "reports" / "report.md").read_text()
     assert "## Methods compared" in report and "| baseline | 1 (0) |" in report  # this experiment, from MLflow
 
@@ -155,3 +167,31 @@ def test_queued_experiment_runs_in_a_temporary_clone_and_its_runs_reach_the_proj
     assert all(r.info.status == "FINISHED" for r in runs)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     assert "queued-ctca" in json.dumps(shown)
+
+
+def documented_view_command() -> list[str]:
+    """The one `dvc exp show` command README.md documents for viewing experiments side by side."""
+    (line,) = [m.group(1) for m in re.finditer(r"^(dvc exp show .*?)\s*(?:#.*)?$",
+                                               (REPO / "README.md").read_text(), re.MULTILINE)]
+    return shlex.split(line)
+
+
+@pytest.mark.slow
+def test_the_documented_experiment_view_fits_in_25_columns(project):
+    if not (project / "models" / "model.pt").exists():
+        run(["dvc", "repro"], project)
+    changes = {"view-seed": "train.seed=1", "view-beam": "decode.beam_width=2"}
+    for name, change in changes.items():
+        run(["git", "checkout", "--", "params.yaml"], project)  # each experiment changes one param of the baseline
+        run(["dvc", "exp", "run", "-n", name, "-S", change], project)
+    run(["git", "checkout", "--", "params.yaml"], project)
+    cmd = documented_view_command()
+    assert cmd[:3] == ["dvc", "exp", "show"] and "--md" in cmd
+    table = run(cmd, project).stdout.strip().splitlines()
+    columns = [c.strip() for c in table[0].strip().strip("|").split("|")]
+    assert len(columns) <= 25, columns
+    assert {"dev_wer", "test_wer", "train.seed", "decode.beam_width"} <= set(columns), columns
+    assert not [c for c in columns if "/" in c], columns  # no dependency hashes
+    for name in changes:
+        assert len([row for row in table[2:] if f"[{name}]" in row]) == 1, "\n".join(table)
+

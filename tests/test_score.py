@@ -1,5 +1,5 @@
 """Tests for ctca.scoring.official and the ``ctca score`` command, including whole-corpus parity with
-Debian's sclite on perturbed PHOENIX-2014 / PHOENIX-2014-T hypotheses (scoring.md §3, §6, §7)."""
+Debian's sclite on perturbed PHOENIX-2014 / PHOENIX-2014-T hypotheses (docs/scoring.md)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def _perturb(refs: dict[str, tuple[str, ...]], seed: int) -> tuple[dict[str, lis
 # The `ctca score` command
 
 _PERFECT = [
-    # protocol, corpus, expected (S, D, I) of a perfect raw hypothesis (scoring.md §6.2)
+    # protocol, corpus, expected (S, D, I) of a perfect raw hypothesis (docs/scoring.md#perfect-hypothesis-floors)
     ("phoenix2014", "phoenix2014-dev", (0, 0, 0)),
     ("phoenix2014t", "phoenix2014t-dev", (0, 1, 0)),
     ("vac-compat", "phoenix2014t-dev", (13, 0, 0)),
@@ -279,7 +279,7 @@ def test_cli_protocol_is_required_and_checked(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Whole-corpus parity with Debian's sclite (scoring.md §2 official invocation, §7)
+# Whole-corpus parity with Debian's sclite run as the official scripts run it (docs/scoring.md#verification)
 
 _PARITY = [
     ("phoenix2014-dev", "phoenix2014"),

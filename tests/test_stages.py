@@ -4,7 +4,7 @@ import dataclasses
 
 import torch
 
-from ctca.train import FitSpec, fit
+from ctca.train import fit
 
 
 def test_pretrain_epochs_0_hands_over_an_spm_that_train_starts_from(tiny_params, tiny_clips, tmp_path, monkeypatch):
@@ -25,9 +25,9 @@ def test_pretrain_epochs_0_hands_over_an_spm_that_train_starts_from(tiny_params,
     handed = {k: v + 0.5 if v.is_floating_point() else v for k, v in handed.items()}
     torch.save(handed, tmp_path / "models" / "spm.pt")
 
-    spec = FitSpec(depth=params.tam.depth, epochs=1, lr=1e-12)  # a step this small leaves weights unchanged
-    result = fit(params, tiny_clips, tmp_path / "ckpt", spec, init_spm=tmp_path / "models" / "spm.pt",
-                 progress=False)
+    tiny_step = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=1, lr=1e-12))
+    result = fit(tiny_step, tiny_clips, tmp_path / "ckpt", init_spm=tmp_path / "models" / "spm.pt",
+                 progress=False)  # a step this small leaves the weights unchanged
     trained = result.model.spm.state_dict()
     for k, v in handed.items():
         if v.is_floating_point() and "running" not in k:  # BN running stats move with the data
@@ -68,3 +68,10 @@ def test_a_phoenix2014t_tree_goes_through_the_data_stages_with_only_params_chang
     vocab = json.loads((project / "work" / "clips" / "vocab.json").read_text())
     assert "poss-EUCH" in json.dumps(vocab)  # trained on raw glosses; normalisation happens at scoring
     assert resolve_protocol(params) == "phoenix2014t"
+    # their summaries are ordinary outputs for the report, not DVC metrics
+    from ctca.pipeline import CACHE_FEATURES_SUMMARY, EXTRACT_FRAMES_SUMMARY, SYNTHESIZE_SUMMARY
+
+    assert json.loads((project / SYNTHESIZE_SUMMARY).read_text()) == {"dataset": "phoenix2014t", "rendered": False}
+    assert json.loads((project / EXTRACT_FRAMES_SUMMARY).read_text())["counts"]["train"]["ok"] == 2
+    assert json.loads((project / CACHE_FEATURES_SUMMARY).read_text())["vocab_size"] > 0
+    assert not (project / "metrics").exists()

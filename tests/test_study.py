@@ -1,14 +1,15 @@
 """The chain-depth study report: per-depth mean ± std over seeds of IIW and WER, and its figures."""
 
 import statistics
+from pathlib import Path
 
 import ctca.study as study
 
 
 def row(depth, seed, spm, tam, wer):
-    return {"exp": f"depth{depth}-s{seed}", "train_run": f"r{depth}{seed}", "tam.depth": str(depth),
-            "train.seed": str(seed), "model.method": "baseline", "iiw.iiw_spm_fisher_group": spm,
-            "iiw.iiw_tam_fisher_group": tam, "iiw.iiw_spm_official": spm / 100, "iiw.iiw_tam_official": tam / 100,
+    return {"exp": f"depth{depth}-s{seed}", "train_run": f"r{depth}{seed}", "iiw_run": f"i{depth}{seed}", "tam.depth": str(depth),
+            "train.seed": str(seed), "model.method": "baseline", "iiw.final_iiw_spm_fisher_group": spm,
+            "iiw.final_iiw_tam_fisher_group": tam, "iiw.final_iiw_spm_official": spm / 100, "iiw.final_iiw_tam_official": tam / 100,
             "dev_wer": wer, "test_wer": wer + 1}
 
 
@@ -26,3 +27,52 @@ def test_depth_report_tables_and_figures(tmp_path, monkeypatch):
     assert "31.00 ± 1.41" in lines[0]
     for f in ("depth_iiw.png", "depth_wer.png", "depth_iiw_epochs.png"):
         assert (tmp_path / "figures" / f).stat().st_size > 1000 and f"figures/{f}" in text
+
+
+def test_study_report_writes_its_own_folder_that_no_stage_declares(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    import ctca.compare
+    from ctca.cli import main
+    from ctca.pipeline import FIGURES_DIR, REPORT_FILE, STUDY_DIR
+
+    rows = [row(1, 0, 8.0, 1.0, 30.0), row(2, 0, 4.0, 5.0, 25.0)]
+    monkeypatch.setattr(ctca.compare, "collect", lambda experiment, stages=(): rows)
+    monkeypatch.setattr(study, "epoch_curves", lambda rows, metric, uri=None: {"1": {1: [1.0]}})
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "report"]) == 0
+    assert (tmp_path / STUDY_DIR / "depth_study.md").is_file()
+    assert (tmp_path / STUDY_DIR / "figures" / "depth_iiw.png").is_file() and not (tmp_path / FIGURES_DIR).exists()
+    # a folder whose figures/ is the report stage's output is refused: the next report run would delete them
+    assert main(["study", "report", "--out", "reports/depth_study.md"]) == 2
+    assert "report stage" in capsys.readouterr().err
+    # and no stage of the pipeline declares the study's folder
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for s in stages.values()
+            for key in ("outs", "metrics", "plots") for o in s.get(key, [])]
+    assert REPORT_FILE.as_posix() in outs
+    assert not [o for o in outs if Path(o) == STUDY_DIR or STUDY_DIR in Path(o).parents or Path(o) in STUDY_DIR.parents]
+
+
+def test_epoch_curves_come_from_the_iiw_runs_per_epoch_history(tmp_path, monkeypatch):
+    import mlflow
+
+    from ctca import tracking
+    from ctca.compare import collect
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "depth2-s0")
+    with tracking.stage_run("train", {"model": {"method": "baseline"}, "tam": {"depth": 2}}) as r:
+        r.log_metrics({"parameters": 10})
+    with tracking.stage_run("iiw", {}) as r:
+        for epoch, value in ((1, 2.0), (2, 3.0)):  # the snapshots, then the selected model (the iiw stage's names)
+            r.log_metrics({"iiw_spm_fisher_group": value}, step=epoch)
+        r.log_metrics({"final_iiw_spm_fisher_group": 2.5})
+    with tracking.stage_run("evaluate", {"protocol": "none"}) as r:
+        r.log_metrics({"dev_wer": 10.0})
+    (row,) = collect(stages=("iiw",))
+    assert row["iiw_run"] and row["iiw.final_iiw_spm_fisher_group"] == 2.5  # the selected model, not the last epoch
+    assert study.epoch_curves([row], "iiw_spm_fisher_group", mlflow.get_tracking_uri()) == {"2": {1: [2.0], 2: [3.0]}}

@@ -1,5 +1,6 @@
-"""Training: CTC loss handling, feasibility rule, and exact resume after a kill mid-epoch."""
+"""Training: CTC loss handling, exact resume after a kill mid-epoch, and files that load safely."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ctca.checkpoint import NotACtcaFile, load_checkpoint
 from ctca.losses.ctc import ctc_loss, min_ctc_length
-from ctca.train import FitSpec, fit, load_model, model_config, save_model
+from ctca.models.io import load_model, save_model
+from ctca.train import fit
 
 TESTS = Path(__file__).resolve().parent
 
@@ -34,26 +37,65 @@ def test_ctc_loss_matches_hand_computed_value_and_excludes_infeasible_samples():
     assert torch.isfinite(logits.grad).all()
 
 
-def spec(params, epochs=None):
-    t = params.train
-    return FitSpec(depth=params.tam.depth, epochs=epochs or t.epochs, lr=t.lr, milestones=t.milestones,
-                   gamma=t.gamma, weight_decay=t.weight_decay, seed=t.seed)
+def with_train(params, **train):
+    return dataclasses.replace(params, train=dataclasses.replace(params.train, **train))
 
 
-def test_fit_checkpoints_and_model_file_round_trip(tiny_params, tiny_clips, tmp_path):
+def test_fit_checkpoints_snapshots_and_model_file_round_trip(tiny_params, tiny_clips, tmp_path):
     seen = []
-    result = fit(tiny_params, tiny_clips, tmp_path / "ckpt", spec(tiny_params, epochs=2), progress=False,
+    result = fit(with_train(tiny_params, epochs=2), tiny_clips, tmp_path / "ckpt", progress=False, snapshot_every=1,
                  on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2]
     assert {"train_loss", "dev_wer", "dev_del", "dev_ins", "dev_loss", "nonfinite_samples"} <= set(seen[0][1])
     assert (tmp_path / "ckpt" / "last.pt").is_file()
+    assert [p.name for p in result.snapshots] == ["epoch_000.pt", "epoch_001.pt", "epoch_002.pt"]
     assert 1 <= result.best_epoch <= 2
-    cfg = model_config(tiny_params, result.vocab.num_classes, tiny_params.tam.depth)
-    save_model(tmp_path / "model.pt", result.model, cfg, result.vocab, {"best_epoch": result.best_epoch})
+    save_model(tmp_path / "model.pt", result.model, result.config, result.vocab, {"best_epoch": result.best_epoch})
     model, vocab, ckpt = load_model(tmp_path / "model.pt")
     assert vocab == result.vocab and ckpt["meta"]["best_epoch"] == result.best_epoch
     for (k, v), (k2, v2) in zip(model.state_dict().items(), result.model.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, v2)
+    final = torch.load(result.snapshots[-1], weights_only=True)  # the weights after the last epoch
+    last = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert all(torch.equal(final[k], last["model"][k]) for k in final)
+
+
+@pytest.mark.parametrize("method", ["baseline", "vac", "smkd", "ctca"])
+def test_every_file_training_writes_loads_with_weights_only(tiny_params, tiny_clips, tmp_path, method):
+    """Checkpoints (optimizer, RNG states, method state), snapshots and model files hold only plain data."""
+    from conftest import TINY_PARAMS
+
+    from ctca.config import parse_params
+
+    params = parse_params({**TINY_PARAMS, "model": {"method": method}, "ctca": {"downsample": "pool4"},
+                           "train": {**TINY_PARAMS["train"], "epochs": 2},
+                           "smkd": {"gsba_start": 1, "gsba_every": 1, "radius_every": 1, "decouple_epochs": 0}})
+    result = fit(params, tiny_clips, tmp_path / "ckpt", progress=False, snapshot_every=1)
+    save_model(tmp_path / "model.pt", result.model, result.config, result.vocab, {"best_epoch": result.best_epoch})
+    written = sorted(tmp_path.rglob("*.pt"))
+    assert len(written) == 1 + 3 + 1  # last.pt, three snapshots, the model file
+    for path in written:
+        torch.load(path, weights_only=True)  # raises on anything but tensors and plain data
+    if method == "smkd":
+        assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["method_state"]["seg_labels"]
+
+
+def test_a_file_that_is_not_a_ctca_model_is_a_one_line_error_naming_it(tiny_params, tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    for name, content in {"evil.pt": Evil(), "dict.pt": {"kind": "something else"}}.items():
+        torch.save(content, tmp_path / name)
+    (tmp_path / "text.pt").write_text("not a model")
+    for name in ("evil.pt", "dict.pt", "text.pt"):
+        with pytest.raises(NotACtcaFile) as err:
+            load_model(tmp_path / name)
+        message = str(err.value)
+        assert message.startswith(f"{tmp_path / name}: not a ctca.recognizer file") and "\n" not in message
+    assert not (tmp_path / "pwned").exists()  # the pickled code never ran
+    with pytest.raises(NotACtcaFile):
+        load_checkpoint(tmp_path / "dict.pt")
 
 
 def _child(clips: str, ckpt: str, marker: str) -> None:  # runs in a subprocess that the test kills
@@ -72,11 +114,11 @@ def _child(clips: str, ckpt: str, marker: str) -> None:  # runs in a subprocess 
 
     loader.ClipDataset.__getitem__ = stall_in_second_epoch
     params = parse_params(TINY_PARAMS)
-    fit(params, Path(clips), Path(ckpt), spec(params), progress=False)
+    fit(params, Path(clips), Path(ckpt), progress=False)
 
 
 def test_training_resumes_exactly_after_a_kill_mid_epoch(tiny_params, tiny_clips, tmp_path):
-    reference = fit(tiny_params, tiny_clips, tmp_path / "uninterrupted", spec(tiny_params), progress=False)
+    reference = fit(tiny_params, tiny_clips, tmp_path / "uninterrupted", progress=False)
 
     ckpt, marker = tmp_path / "interrupted", tmp_path / "in-epoch-2"
     code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_train import _child; "
@@ -91,9 +133,9 @@ def test_training_resumes_exactly_after_a_kill_mid_epoch(tiny_params, tiny_clips
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    assert torch.load(ckpt / "last.pt", weights_only=False)["epoch"] == 0  # one epoch done, the second cut
+    assert load_checkpoint(ckpt / "last.pt")["epoch"] == 0  # one epoch done, the second cut
 
-    resumed = fit(tiny_params, tiny_clips, ckpt, spec(tiny_params), progress=False)
+    resumed = fit(tiny_params, tiny_clips, ckpt, progress=False)
     assert resumed.resumed_from == 1
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in reference.history]
     assert [h["dev_wer"] for h in resumed.history] == [h["dev_wer"] for h in reference.history]
@@ -103,16 +145,19 @@ def test_training_resumes_exactly_after_a_kill_mid_epoch(tiny_params, tiny_clips
 
 
 def test_a_checkpoint_from_other_parameters_is_not_resumed(tiny_params, tiny_clips, tmp_path):
-    fit(tiny_params, tiny_clips, tmp_path / "ckpt", spec(tiny_params, epochs=1), progress=False)
-    other = FitSpec(**{**spec(tiny_params, epochs=1).__dict__, "lr": 0.01})
-    result = fit(tiny_params, tiny_clips, tmp_path / "ckpt", other, progress=False)
+    one_epoch = with_train(tiny_params, epochs=1)
+    fit(one_epoch, tiny_clips, tmp_path / "ckpt", progress=False)
+    again = fit(with_train(one_epoch, threads=2), tiny_clips, tmp_path / "ckpt", progress=False)
+    assert again.resumed_from == 1  # train.threads changes the speed, not what is learnt: resumed (done)
+    result = fit(with_train(one_epoch, lr=0.01), tiny_clips, tmp_path / "ckpt", progress=False)
     assert result.resumed_from is None and len(result.history) == 1
 
 
 @pytest.mark.parametrize("depth", [1, 2])
 def test_shallow_ladder_rungs_train(tiny_params, tiny_clips, tmp_path, depth):
-    result = fit(tiny_params, tiny_clips, tmp_path / "ckpt", FitSpec(depth=depth, epochs=1, lr=0.003),
-                 progress=False)
+    params = dataclasses.replace(with_train(tiny_params, epochs=1, lr=0.003),
+                                 tam=dataclasses.replace(tiny_params.tam, depth=depth))
+    result = fit(params, tiny_clips, tmp_path / "ckpt", progress=False)
     assert result.model.tam.depth == depth
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in result.history)
 
@@ -123,15 +168,13 @@ def test_smkd_resumes_exactly_with_its_pseudo_labels_and_untied_classifiers(tiny
 
     import ctca.data.loader as loader
     from ctca.config import parse_params
-    from ctca.train import fit_spec
 
     params = parse_params({**TINY_PARAMS, "model": {"method": "smkd"}, "iiw": {"interval": 0},
                            "smkd": {"gsba_start": 1, "gsba_every": 1, "radius_every": 1, "decouple_epochs": 1}})
-    spec_ = fit_spec(params)
-    reference = fit(params, tiny_clips, tmp_path / "ref", spec_, progress=False)
+    reference = fit(params, tiny_clips, tmp_path / "ref", progress=False)
     assert len(reference.history) == params.train.epochs + 1
     assert "loss_seg" in reference.history[-1] and "gsba_radius" in reference.history[1]
-    last = torch.load(tmp_path / "ref" / "last.pt", weights_only=False)
+    last = load_checkpoint(tmp_path / "ref" / "last.pt")
     assert not bool(last["model"]["tied"])  # stage 3 untied the classifiers (the best epoch may precede it)
 
     original = loader.ClipDataset.__getitem__
@@ -143,9 +186,9 @@ def test_smkd_resumes_exactly_with_its_pseudo_labels_and_untied_classifiers(tiny
 
     monkeypatch.setattr(loader.ClipDataset, "__getitem__", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        fit(params, tiny_clips, tmp_path / "cut", spec_, progress=False)
+        fit(params, tiny_clips, tmp_path / "cut", progress=False)
     monkeypatch.setattr(loader.ClipDataset, "__getitem__", original)
-    resumed = fit(params, tiny_clips, tmp_path / "cut", spec_, progress=False)
+    resumed = fit(params, tiny_clips, tmp_path / "cut", progress=False)
     assert resumed.resumed_from == 2
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in reference.history]
     for (k, v), (_, v2) in zip(resumed.model.state_dict().items(), reference.model.state_dict().items(),
@@ -153,22 +196,39 @@ def test_smkd_resumes_exactly_with_its_pseudo_labels_and_untied_classifiers(tiny
         assert torch.equal(v, v2), k
 
 
-def test_heldout_iiw_prior_is_trained_on_dev_and_leaves_training_unchanged(tiny_clips, tmp_path):
-    from conftest import TINY_PARAMS
+def test_heldout_iiw_prior_is_trained_on_dev_and_leaves_the_global_rng_alone(tiny_params, tiny_clips, tmp_path):
+    from ctca.data.cache import ClipStore
+    from ctca.iiw import iiw_prior
+    from ctca.models.recognizer import build_recognizer
 
+    result = fit(with_train(tiny_params, epochs=1), tiny_clips, tmp_path / "ckpt", progress=False, snapshot_every=0)
+    initial = build_recognizer(result.config)
+    initial.load_state_dict(torch.load(result.snapshots[0], weights_only=True))
+    dev = ClipStore(tiny_clips).split("dev")
+
+    def prior(kind):
+        params = dataclasses.replace(tiny_params, iiw=dataclasses.replace(tiny_params.iiw, prior=kind, prior_epochs=1))
+        return iiw_prior(initial, dev, params)
+
+    state = torch.get_rng_state()
+    init, heldout, again = prior("init"), prior("heldout"), prior("heldout")
+    assert torch.equal(torch.get_rng_state(), state)  # the prior's training runs on a forked RNG
+    assert init.keys() == heldout.keys()
+    assert any(not torch.equal(init[k], heldout[k]) for k in init)  # the copy was trained
+    assert all(torch.equal(heldout[k], again[k]) for k in heldout)  # deterministic
+    assert all(torch.equal(init[k], v) for k, v in initial.state_dict().items() if k in init)  # initial untouched
+
+
+def test_the_resume_fingerprint_covers_the_code_the_run_uses_only(tiny_params):
     from ctca.config import parse_params
-    from ctca.train import fit_spec
+    from ctca.methods import make_method
+    from ctca.train import run_code
 
-    def run(prior, name):
-        params = parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1},
-                               "iiw": {"prior": prior, "prior_epochs": 1}})
-        return fit(params, tiny_clips, tmp_path / name, fit_spec(params), progress=False)
-
-    init, heldout, again = run("init", "a"), run("heldout", "b"), run("heldout", "c")
-    assert init.theta0.keys() == heldout.theta0.keys()
-    assert any(not torch.equal(init.theta0[k], heldout.theta0[k]) for k in init.theta0)  # the copy was trained
-    assert all(torch.equal(heldout.theta0[k], again.theta0[k]) for k in heldout.theta0)  # deterministic
-    # the prior's training does not consume the global RNG: the trained model is the same under both priors
-    for (k, v), (_, v2) in zip(init.model.state_dict().items(), heldout.model.state_dict().items(), strict=True):
-        assert torch.equal(v, v2), k
-    assert init.history[0]["iiw_spm_fisher_group"] != heldout.history[0]["iiw_spm_fisher_group"]
+    baseline = {str(p) for p in run_code(make_method(tiny_params))}
+    assert {"ctca/train.py", "ctca/methods/base.py", "ctca/methods/baseline.py", "ctca/losses/ctc.py",
+            "ctca/models/recognizer.py", "ctca/data/loader.py"} <= baseline
+    # editing the report, the study, another method or the IIW measurement keeps a checkpoint resumable
+    assert not {"ctca/report.py", "ctca/study.py", "ctca/compare.py", "ctca/iiw.py", "ctca/methods/smkd.py",
+                "ctca/losses/cckd.py"} & baseline
+    ctca = {str(p) for p in run_code(make_method(parse_params({"model": {"method": "ctca"}})))}
+    assert {"ctca/methods/ctca.py", "ctca/losses/cckd.py"} <= ctca and "ctca/methods/smkd.py" not in ctca

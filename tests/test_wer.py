@@ -39,7 +39,7 @@ def _counts(al: Alignment | WerResult) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reference vectors scored by real sclite (scoring.md §10)
+# Reference vectors scored by real sclite (docs/scoring.md#verification)
 
 
 @pytest.mark.parametrize("case", _vector_params())
@@ -220,7 +220,7 @@ def test_score_by_group():
 
 
 # ---------------------------------------------------------------------------------------------
-# Parity with the real sclite binary (scoring.md §2, §7)
+# Parity with the real sclite binary (docs/scoring.md#alignment)
 
 _POOL = ["A", "B", "C", "D", "E", "F", "a", "b", "c"]  # lower-case twins exercise case folding
 _PRIORITY = {"diag": 0, "del": 1, "ins": 2}

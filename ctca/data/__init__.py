@@ -1,0 +1,1 @@
+"""Corpus readers, SynthSign, frame extraction, the clip cache, the vocabulary and the data loader."""

@@ -25,7 +25,8 @@ TEMPORAL_MULTIPLE = 4
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Clip augmentation (data-formats.md §6.3): one crop and one flip per clip, temporal rescale ±r.
+    """Clip augmentation (docs/data-formats.md#loading-and-augmentation): one crop and one flip per clip,
+    temporal rescale ±r.
 
     ``crop`` is also the eval center-crop size. ``min_frames``/``max_frames`` clamp the rescaled
     length before it is rounded up to a multiple of 4, as VAC does (so 230 can become 232).

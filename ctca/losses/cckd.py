@@ -1,9 +1,9 @@
 """Cross-context knowledge distillation (CCKD) losses of CTCA: l2g, g2l, rc, cmd.
 
-All formulas here are OUR RECONSTRUCTION [reconstructed, methods.md §6.3, switches §6.4]: the CTCA
-paper body was unavailable, only the loss names and one-line descriptions are known. Features are
-time-major (T, B, D) with ``lengths`` (B,); every "mean over frames" runs over valid frames only and
-teachers are always detached inside the functions. Blank = 0.
+All formulas here are OUR RECONSTRUCTION (docs/methods.md#cckd-losses; the switches that replace them:
+docs/methods.md#ctca-switches): the CTCA paper body was unavailable, only the loss names and one-line
+descriptions are known. Features are time-major (T, B, D) with ``lengths`` (B,); every "mean over
+frames" runs over valid frames only and teachers are always detached inside the functions. Blank = 0.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ def l2g_infonce(
     exclude: int = 4,
     mutual_information: bool = True,
 ) -> torch.Tensor:
-    """Local -> global guidance [reconstructed, methods.md §6.3 item 2].
+    """Local -> global guidance [reconstructed, docs/methods.md#l2g].
 
     g = phi_g(G), l = phi_l(L), (T, B, D). With s(i, j) = <g^_i, sg(l^_j)> / tau over valid frames:
         L = mean_i [ -s(i, i) + log sum_{j in {i} ∪ N(i)} exp s(i, j) ],
     N(i) = frames of the same video with |t_j - t_i| > ``exclude`` plus all valid frames of the other
-    videos. ``mutual_information=False`` (Table 5 "A - I(.,.)"): L = mean_i [1 - cos(g_i, sg(l_i))].
+    videos. ``mutual_information=False`` (the poster's Table 5 ablation "A - I(.,.)"):
+        L = mean_i [1 - cos(g_i, sg(l_i))].
     """
     mask = valid_mask(lengths.to(g.device), g.shape[0])
     gv = F.normalize(g[mask].float(), dim=-1)  # (N, D), valid frames in (t, b) order
@@ -51,11 +52,12 @@ def g2l_correlation(
     tau: float = 0.1,
     weighted: bool = True,
 ) -> torch.Tensor:
-    """Global -> local correlation transfer [reconstructed, methods.md §6.3 item 3].
+    """Global -> local correlation transfer [reconstructed, docs/methods.md#g2l].
 
     Per video, over its valid frames: w(X_i, .) = softmax_j(<x^_i, x^_j> / tau);
         L = mean over valid frames i of KL( w(sg(G)_i, .) || w(L_i, .) ).
-    ``weighted=False`` (Table 5 "D - w(.,.)", our reading: uniform weights over frame pairs):
+    ``weighted=False`` (the poster's Table 5 ablation "D - w(.,.)"; our reading: uniform weights over
+    frame pairs):
         L = mean over valid pairs (i, j) of (<G^_i, G^_j> - <L^_i, L^_j>)^2, G detached.
     """
     total = g.new_zeros((), dtype=torch.float32)
@@ -76,7 +78,7 @@ def g2l_correlation(
 
 
 def reconstruction(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """L_rc = mean over valid frames t of ||pred_t - sg(target_t)||^2 / dim [reconstructed, methods.md §6.3 item 4].
+    """L_rc = mean over valid frames t of ||pred_t - sg(target_t)||^2 / dim [reconstructed, docs/methods.md#rc].
 
     pred (T, B, D) = D(G) (or any decoder output), target (T, B, D) = S (SPM features) or sg(L).
     """
@@ -92,7 +94,7 @@ def ppmi_svd_embeddings(
     dim: int = 256,
     blank: int = 0,
 ) -> torch.Tensor:
-    """Gloss embeddings from PPMI + truncated SVD [reconstructed, methods.md §6.3 item 5].
+    """Gloss embeddings from PPMI + truncated SVD [reconstructed, docs/methods.md#cmd].
 
     n_{ij} = #(gloss j within ±``window`` positions of gloss i) over the sentences (symmetric);
     PPMI_{ij} = max(0, log(n_{ij} N / (n_i n_j))), N = sum n, n_i = sum_j n_{ij}, 0 where n_{ij} = 0.
@@ -132,7 +134,7 @@ def cmd_prototype_kl(
     tau_s: float = 0.1,
     blank: int = 0,
 ) -> torch.Tensor:
-    """Cross-modality prototype-relation distillation [reconstructed, methods.md §6.3 item 5].
+    """Cross-modality prototype-relation distillation [reconstructed, docs/methods.md#cmd].
 
     weight (D, C) classifier class columns w_c, emb (C, E) gloss embeddings e_c, classes (K,) glosses
     of the batch (blank excluded by the caller). Over the non-blank c' != c:

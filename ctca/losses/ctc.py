@@ -7,6 +7,7 @@ and counted, never silently turned into zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,3 +45,27 @@ def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, 
 def min_ctc_length(label_ids: list[int] | tuple[int, ...]) -> int:
     """Shortest output length for which CTC is feasible: glosses + adjacent repeats (a blank between)."""
     return len(label_ids) + sum(1 for a, b in zip(label_ids, label_ids[1:], strict=False) if a == b)
+
+
+def feasibility(store_split, pad: int, stride: int, model: torch.nn.Module) -> tuple[list[int], list[dict]]:
+    """Indices of training clips CTC can learn from, and the excluded ones with the reason.
+
+    Rule (documented in the README): a clip is excluded when, at its own length (before temporal
+    augmentation), the model's output is shorter than its glosses plus adjacent repeats, or when it has
+    no in-vocabulary gloss. Augmentation can still shorten a clip; such batches are counted as
+    non-finite samples in the epoch metrics. (This is the rule that removes PHOENIX-2014's broken
+    training sample: 16 frames for 16 glosses.)
+    """
+    keep, excluded = [], []
+    for i, meta in enumerate(store_split.metas):
+        padded = math.ceil(meta.n_frames / stride) * stride + 2 * pad
+        out_len = int(model.output_lengths(torch.tensor([padded]))[0])
+        need = min_ctc_length(meta.gloss_ids)
+        if not meta.gloss_ids:
+            excluded.append({"id": meta.id, "reason": "no in-vocabulary gloss"})
+        elif out_len < need:
+            excluded.append({"id": meta.id, "reason": f"{meta.n_frames} frames give {out_len} CTC steps, "
+                                                      f"{need} needed for {len(meta.gloss_ids)} glosses"})
+        else:
+            keep.append(i)
+    return keep, excluded

@@ -1,4 +1,4 @@
-"""Logit distillation: VAC's visual-alignment (VA) loss, methods.md §4.3 and §8.
+"""Logit distillation: VAC's visual-alignment (VA) loss (docs/methods.md#vac).
 
 Time-major logits (T, B, C), blank = 0. The teacher is always detached inside the function.
 """
@@ -20,10 +20,11 @@ def seq_kd(
     """L = tau^2 * mean_{t,b} KL( softmax(sg(Z^teacher_{t,b,c0:}) / tau) || softmax(Z^student_{t,b,c0:} / tau) ).
 
     c0 = 0 if ``use_blank`` else 1 (blank column dropped *before* the softmax). With ``lengths=None``
-    the mean runs over all T*B rows, padding included, as VAC's ``batchmean`` (faithful, §4.3);
-    with ``lengths`` (B,) only valid frames count (methods.md A8). ``frame_weights`` (T, B) turns the
-    mean into sum_{t,b} w_{t,b} KL_{t,b} / sum_{t,b} w_{t,b} (restricted to valid frames when
-    ``lengths`` is given): the posterior-KD fallback of g2l [reconstructed, methods.md §6.3].
+    the mean runs over all T*B rows, padding included, as VAC's ``batchmean`` (faithful to its code);
+    with ``lengths`` (B,) only valid frames count (the ``vac.mask_padding`` option, off by default:
+    docs/methods.md#vac). ``frame_weights`` (T, B) turns the mean into
+    sum_{t,b} w_{t,b} KL_{t,b} / sum_{t,b} w_{t,b} (restricted to valid frames when ``lengths`` is
+    given): the posterior-KD fallback of g2l [reconstructed, docs/methods.md#g2l].
     """
     first = 0 if use_blank else 1
     log_q = F.log_softmax(student[..., first:].float() / tau, dim=-1)

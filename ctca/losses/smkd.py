@@ -2,7 +2,8 @@
 (GSBA), the label-smoothed frame-wise CE on its pseudo-labels, the radius schedule and label resampling.
 
 The SMKD paper's equations were images and its GSBA code was never published, so everything here
-beyond the prose of methods.md §5.3 is our reconstruction [I]; each docstring says which part.
+beyond the paper's prose is our reconstruction (docs/methods.md#smkd-reconstruction-choices); each
+docstring says which part.
 Conventions: blank = 0; batched tensors are time-major ``(T, B, ·)`` with ``lengths`` (B,).
 """
 
@@ -29,8 +30,9 @@ def ctc_forced_align(log_probs: torch.Tensor, labels: Sequence[int], blank: int 
     log_probs (T, C): per-frame log-posteriors of one sequence (detached, computed in float64).
     Raises ValueError when T < len(ℓ) + adjacent repeats, or when no path has finite score.
 
-    Hand-written because ``torchaudio.functional.forced_align`` (what methods.md §5.3 names) has no
-    build for torch 2.13 (methods.md A16); the algorithm is the standard CTC Viterbi, not SMKD's [I].
+    Hand-written because ``torchaudio.functional.forced_align`` has no build for this project's torch
+    (2.13). It is the standard CTC Viterbi, not an algorithm from the SMKD paper; using it for the
+    anchors is our choice (docs/methods.md#smkd-reconstruction-choices).
     """
     if log_probs.dim() != 2:
         raise ValueError(f"log_probs must be (T, C), got shape {tuple(log_probs.shape)}")
@@ -86,12 +88,12 @@ def gsba(gcf: torch.Tensor, weight: torch.Tensor, labels: Sequence[int], radius:
     k = 1 … radius, labelling frame t_a ± k with c_a while best[t_a ± k] = c_a and the frame is not
     claimed by another class, stopping at the first failure. Unreached frames stay blank.
 
-    From the paper [P §3.5]: anchors are CTC spikes, cosine of the GCF with the class weight, maximal
-    among the sentence's classes, per-direction expansion up to a growing radius d, stop on failure.
-    Ours [I] (methods.md §5.3 sketch, A12): forced-alignment anchors, unreached frames = blank, and all
-    anchors are placed before any expansion, so an expansion never passes through or overwrites the
-    spike of another class (the sketch writes anchors in turn, which lets an earlier anchor's
-    expansion run through a later one of a different class).
+    From the paper's GSBA section: anchors are CTC spikes, cosine of the GCF with the class weight,
+    maximal among the sentence's classes, per-direction expansion up to a growing radius d, stop on
+    failure. Ours (docs/methods.md#smkd-reconstruction-choices): forced-alignment anchors, unreached
+    frames = blank, and all anchors are placed before any expansion, so an expansion never passes
+    through or overwrites the spike of another class (placing anchors in turn would let an earlier
+    anchor's expansion run through a later one of a different class).
 
     gcf (T, D) contextual features; weight (D, C) classifier with one column per class (normalised
     here); log_probs (T, C) optional. Computed without gradient; returned on gcf's device.
@@ -131,8 +133,8 @@ def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, lengths: torc
     For a valid frame (t < length_b, target ≠ ignore_index), with p = softmax(z_{t,b}) and C classes:
         ℓ_{t,b} = −(1 − ε) log p_y − (ε / C) Σ_c log p_c
     i.e. CE against (1 − ε)·onehot(y) + ε/C, the semantics of ``F.cross_entropy(label_smoothing=ε)``.
-    L = mean over valid frames; 0 (keeping the graph) when there is none. ε = 0.2 is the paper's [P];
-    the averaging over frames (rather than a per-video sum) is our choice [I].
+    L = mean over valid frames; 0 (keeping the graph) when there is none. ε = 0.2 is the paper's; the
+    averaging over frames (rather than a per-video sum) is our choice.
 
     logits (T, B, C); targets (T, B) long; lengths (B,).
     """
@@ -153,8 +155,9 @@ def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, lengths: torc
 def gsba_radius(epoch: int, start: int, every: int) -> int:
     """Expansion radius d at ``epoch``: 0 (GSBA off) before ``start``, else 1 + ⌊(epoch − start) / every⌋.
 
-    The paper says only that d starts at 1 and grows during training [P]; the step form (start 30,
-    every 20 at the paper's scale, methods.md A13) is ours [I]; the caller scales start/every.
+    The paper says only that d starts at 1 and grows during training; the step form (start 30, every
+    20 at the paper's 100-epoch scale) is ours (docs/methods.md#three-stage-schedule); the caller
+    scales start/every.
     """
     if every <= 0:
         raise ValueError(f"every must be > 0, got {every}")
@@ -165,9 +168,9 @@ def resample_labels(labels: torch.Tensor, new_len: int) -> torch.Tensor:
     """Nearest-neighbour re-indexing of frame labels to ``new_len`` steps by relative position.
 
     out[i] = labels[⌊(i + ½) · T_old / new_len⌋] (the old frame containing new frame i's centre).
-    Our approximation [I] of methods.md A15: the exact rule re-indexes stored labels with the
-    augmentation's sampled frame indices; this maps pseudo-labels computed on the un-augmented clip
-    onto a uniformly rescaled one without needing those indices.
+    Our approximation (docs/methods.md#smkd-reconstruction-choices): the exact rule re-indexes stored
+    labels with the temporal augmentation's sampled frame indices; this maps pseudo-labels computed on
+    the un-augmented clip onto a uniformly rescaled one without needing those indices.
     """
     if labels.dim() != 1:
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")

@@ -1,4 +1,4 @@
-"""Classifier heads: plain Linear, and SMKD's weight-normalised NormLinear (methods.md §2.2, §5.1)."""
+"""Classifier heads: plain Linear, and SMKD's weight-normalised NormLinear (docs/methods.md#classifiers)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """sclite's input files for PHOENIX-style scoring: CTM (hypothesis) and STM (reference) writers and
-readers, plus a plain ``id gloss gloss …`` hypothesis text reader (docs/scoring.md §2).
+readers, plus a plain ``id gloss gloss …`` hypothesis text reader (docs/scoring.md#ctm-and-stm-files).
 
 * STM: ``<id> 1 <signer> 0.0 1.79769e+308 <gloss> …``, one line per utterance. The segment spans
   0 … DBL_MAX, so every CTM word of that id falls inside it.
@@ -76,7 +76,7 @@ def write_ctm(path: str | Path, hyps: Mapping[str, Sequence[str]]) -> None:
     """Write one CTM line per hypothesis gloss, ids sorted, words in order.
 
     An utterance without words gets the line ``<id> 1 0.000 0.030 [EMPTY]``, as ``mergectmstm.py``
-    writes it, so sclite scores ``[EMPTY]`` as a word (docs/scoring.md §6.1).
+    writes it, so sclite scores ``[EMPTY]`` as a word (docs/scoring.md#the-empty-word).
     """
     lines = []
     for utt_id in sorted(hyps):

@@ -2,7 +2,7 @@
 
 :func:`score_protocol` = the protocol's reference and hypothesis rules (:mod:`ctca.scoring.normalise`)
 + ``mergectmstm.py``'s handling of ids + sclite's alignment (:func:`ctca.scoring.wer.score_corpus`
-with the ``[EMPTY]`` word) (docs/scoring.md §3, §6).
+with the ``[EMPTY]`` word) (docs/scoring.md#scoring-protocols, docs/scoring.md#the-empty-word).
 
 Where the official pipeline is silent we are loud: a reference id with no hypothesis is scored as
 ``[EMPTY]`` exactly as ``mergectmstm.py`` does, but it is counted and listed (``missing_hyp``); a

@@ -1,7 +1,8 @@
 """sclite-exact word error rate: weighted alignment, corpus totals and per-group breakdowns.
 
-The official CSLR numbers come from NIST sclite (docs/scoring.md §1, §7); this module reproduces its
-alignment in process so that S/D/I and the op sequence match sclite, not just the total.
+The official CSLR numbers come from NIST sclite (docs/scoring.md#wer-as-sclite-computes-it); this
+module reproduces its alignment in process so that S/D/I and the op sequence match sclite, not just
+the total.
 
 Why the alignment is hand-written and not taken from a library:
 
@@ -36,7 +37,8 @@ __all__ = [
 ]
 
 EMPTY = "[EMPTY]"
-"""The word the official pipeline writes for an utterance with no hypothesis words (§6.1)."""
+"""The word the official pipeline writes for an utterance with no hypothesis words
+(docs/scoring.md#the-empty-word)."""
 
 COST_CORRECT = 0
 COST_SUB = 4
@@ -125,7 +127,7 @@ class Alignment:
 
 
 def align(ref: Sequence[str], hyp: Sequence[str]) -> Alignment:
-    """Align ``hyp`` to ``ref`` with sclite's weights, word equality and tie order (scoring.md §7).
+    """Align ``hyp`` to ``ref`` with sclite's weights, word equality and tie order (docs/scoring.md#alignment).
 
     No ``[EMPTY]`` substitution happens here: an empty ``hyp`` gives all deletions. Use
     :func:`score_corpus` for the official empty-hypothesis convention.
@@ -269,10 +271,10 @@ def score_corpus(
     ``refs`` and ``hyps`` map utterance id to already-normalised words and must hold the same ids;
     otherwise a ``ValueError`` names the offending ids (nothing is dropped silently).
 
-    With ``empty_token=True`` (the official convention, scoring.md §6.1) an empty hypothesis is scored
-    as the single word ``[EMPTY]``: 1 S + (N−1) D against N reference words, 1 I against an empty
-    reference. ``empty_token=False`` gives what sclite reports when the id has no CTM words at all
-    (N deletions).
+    With ``empty_token=True`` (the official convention, docs/scoring.md#the-empty-word) an empty
+    hypothesis is scored as the single word ``[EMPTY]``: 1 S + (N−1) D against N reference words, 1 I
+    against an empty reference. ``empty_token=False`` gives what sclite reports when the id has no CTM
+    words at all (N deletions).
 
     Returns the corpus totals and the per-utterance alignments in ``refs`` order.
     """

@@ -1,4 +1,4 @@
-"""Dataset-specific gloss normalisation applied before scoring (docs/scoring.md §3–§6).
+"""Dataset-specific gloss normalisation applied before scoring (docs/scoring.md#scoring-protocols).
 
 The official WER of each dataset is sclite run on a hypothesis (and, for PHOENIX-2014-T, a
 reference) rewritten by that dataset's evaluation script. Each protocol here reproduces one of those
@@ -12,7 +12,8 @@ scripts, quirks included, so that our in-process numbers equal the published one
   rules (VAC's ``evaluation/slr_eval/preprocess.sh``, byte-identical in CorrNet and TLP) against a raw
   reference. On PHOENIX-2014 it equals ``phoenix2014``; on PHOENIX-2014-T a correct ``poss-EUCH`` or
   ``HABEN2`` is rewritten on the hypothesis side only and scored as a substitution, 12 extra errors on
-  dev and 4 on test for a perfect hypothesis (§6.3). That is the point of the mode: do not improve it.
+  dev and 4 on test for a perfect hypothesis (docs/scoring.md#perfect-hypothesis-floors). That is the
+  point of the mode: do not improve it.
 * ``none``: identity on both sides (CSL-Daily, which no official script normalises).
 
 Record the protocol with every number: the same system scores differently under each.

@@ -2,9 +2,9 @@
 release (and VAC/CorrNet's ``evaluation/slr_eval/preprocess.sh``, which is its hypothesis part).
 
 The script rewrites the hypothesis CTM with sed/grep/perl **one CTM line at a time**, i.e. one gloss
-per rule application (docs/scoring.md §4.2). Its multi-word rules (``WIE AUSSEHEN`` →
+per rule application (docs/scoring.md#phoenix2014). Its multi-word rules (``WIE AUSSEHEN`` →
 ``WIE-AUSSEHEN``, joining single letters with ``+``, collapsing repeated glosses) therefore never
-match and are not reproduced. What remains, per gloss and in this order (§4.3):
+match and are not reproduced. What remains, per gloss and in this order:
 
 1. delete the substrings ``loc-``, ``cl-``, ``qu-``, ``poss-``, ``lh-`` anywhere in the gloss;
 2. ``S0NNE`` → ``SONNE`` and ``HABEN2`` → ``HABEN`` (substring replacements);

@@ -1,10 +1,10 @@
 """PHOENIX-2014-T official normalisation: ``evaluatePHOENIX-2014-T-signrecognition.sh`` in the
 release's ``evaluation/sign-recognition/`` folder (its Python twin is ``clean_phoenix_2014_trans`` in
-neccam/slt, but that one runs on whole sentences on both sides and differs; see docs/scoring.md §8.3).
+neccam/slt, but that one runs on whole sentences on both sides and differs; see docs/scoring.md#phoenix2014t).
 
-Unlike PHOENIX-2014, **both sides** are rewritten (docs/scoring.md §5):
+Unlike PHOENIX-2014, **both sides** are rewritten:
 
-Hypothesis, per CTM line (one gloss at a time), in this order (§5.1):
+Hypothesis, per CTM line (one gloss at a time), in this order:
 
 1. drop glosses containing ``__LEFTHAND__``, ``__EPENTHESIS__`` or ``__EMOTION__``;
 2. drop glosses that are a whole ``__X__`` token, X without ``_`` or space (``__ON__``, ``__OFF__``,
@@ -20,7 +20,7 @@ Hypothesis, per CTM line (one gloss at a time), in this order (§5.1):
 Kept: ``qu-``, ``poss-``, ``lh-``, ``neg-``, ``negalp-``, ``HABEN2``, ``S0NNE``, ``ZEIGEN``.
 
 Reference, as one line of text per utterance (the script runs sed/perl on whole STM lines, so the
-multi-word rules do fire here, and only here) (§5.2):
+multi-word rules do fire here, and only here):
 
 1. remove ``__LEFTHAND__``, ``__EPENTHESIS__``, ``__EMOTION__`` together with one adjacent space;
 2. remove every ``__X__`` word (X without ``_`` or space), leaving its spaces behind;
@@ -28,7 +28,8 @@ multi-word rules do fire here, and only here) (§5.2):
    anchored, one per word);
 7. ``WIE AUSSEHEN`` → ``WIE-AUSSEHEN`` (plain substring);
 8. finger-spelling compounds: single capitals (and the pieces ``SCH``/``NN``) separated by one space
-   are joined with ``+`` by a fixed cascade of single-pass substitutions (docs §4.2 rules 7–13);
+   are joined with ``+`` by a fixed cascade of single-pass substitutions (the official scripts'
+   letter-compounding rules, shared with the PHOENIX-2014 script, where they never fire);
 9. immediate repetitions of a plain all-capital alphabetic word collapse, in 4 single passes
    (``REGEN REGEN`` → ``REGEN``; hyphenated or digit words such as ``NICHT-VIEL NICHT-VIEL`` stay).
 
@@ -87,8 +88,8 @@ _REF_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b([^ ]*)-PLUSPLUS\b"), r"\1"),
     (re.compile(r"\b([A-Z][A-Z]*)RAUM\b"), r"\1"),
     (re.compile(r"WIE AUSSEHEN"), "WIE-AUSSEHEN"),
-    # Letter compounding (docs §4.2 rules 7-13). Rule 7 is anchored at the start of the STM line,
-    # i.e. at the utterance id, so it cannot fire on glosses and is omitted.
+    # Letter compounding (the official scripts' cascade). Its first rule is anchored at the start of the
+    # STM line, i.e. at the utterance id, so it cannot fire on glosses and is omitted.
     (re.compile(r"[ +]([A-Z]) ([A-Z]) "), r" \1+\2 "),
     (re.compile(r"([ +][A-Z]) ([A-Z][ +])"), r"\1+\2"),
     (re.compile(r"([ +][A-Z]) ([A-Z][ +])"), r"\1+\2"),
