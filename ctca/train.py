@@ -47,7 +47,7 @@ RUNTIME_KEYS = ("threads", "nproc", "device")
 @dataclass
 class FitResult:
     model: nn.Module
-    config: dict  # the network's config (ctca.models.recognizer.build_recognizer)
+    config: dict  # the network's config (ctca.models.io.build_recognizer)
     vocab: Vocabulary
     history: list[dict]
     best_epoch: int

@@ -18,8 +18,8 @@ from ctca.data.cache import ClipStore
 from ctca.device import select_device
 from ctca.iiw import IIW_GROUPS, iiw_prior, measure_iiw
 from ctca.losses.ctc import feasibility
-from ctca.models.io import load_model
-from ctca.models.recognizer import build_recognizer, count_parameters
+from ctca.models.io import build_recognizer, load_model
+from ctca.models.recognizer import count_parameters
 from ctca.pipeline import (
     CLIPS_DIR,
     IIW_CURVES,

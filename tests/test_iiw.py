@@ -22,7 +22,7 @@ from ctca.iiw import (
     snapshot,
 )
 from ctca.losses.ctc import ctc_loss
-from ctca.models.recognizer import build_recognizer
+from ctca.models.io import build_recognizer
 
 
 def _linear_regression() -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:

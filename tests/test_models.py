@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ctca.models.heads import NormLinear
-from ctca.models.recognizer import build_recognizer, count_parameters, inference_parameters
+from ctca.models.io import build_recognizer
+from ctca.models.recognizer import count_parameters, inference_parameters
 from ctca.models.spm import CompactCNN, SpatialPerception
 from ctca.models.tam import TemporalAggregation
 

@@ -199,7 +199,7 @@ def test_smkd_resumes_exactly_with_its_pseudo_labels_and_untied_classifiers(tiny
 def test_heldout_iiw_prior_is_trained_on_dev_and_leaves_the_global_rng_alone(tiny_params, tiny_clips, tmp_path):
     from ctca.data.cache import ClipStore
     from ctca.iiw import iiw_prior
-    from ctca.models.recognizer import build_recognizer
+    from ctca.models.io import build_recognizer
 
     result = fit(with_train(tiny_params, epochs=1), tiny_clips, tmp_path / "ckpt", progress=False, snapshot_every=0)
     initial = build_recognizer(result.config)

@@ -19,7 +19,7 @@ from ctca.config import ConfigError, Params
 from ctca.data.cache import ClipSplit
 from ctca.data.loader import AugmentConfig, Batch
 from ctca.losses.ctc import ctc_loss
-from ctca.models.recognizer import RecognizerOutput, build_recognizer
+from ctca.models.recognizer import Recognizer, RecognizerOutput
 
 
 @dataclass
@@ -79,7 +79,8 @@ class Method:
                 "conv_head": "none", "weight_norm": False}
 
     def build_model(self, num_classes: int) -> nn.Module:
-        return build_recognizer(self.model_config(num_classes))
+        """The network, built from :meth:`model_config` (so the model file rebuilds it exactly)."""
+        return Recognizer.from_config(self.model_config(num_classes))
 
     # -- once, before training ---------------------------------------------------------------------
     def prepare(self, model: nn.Module, data: TrainingData) -> None:

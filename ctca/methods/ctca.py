@@ -19,6 +19,7 @@ from ctca.losses.cckd import (
 )
 from ctca.losses.distill import seq_kd
 from ctca.methods.base import Method, TrainingData
+from ctca.models.dual_path import DualPathRecognizer
 from ctca.models.heads import class_columns
 
 CCKD_TERMS = ("l2g", "g2l", "rc", "cmd")
@@ -42,6 +43,9 @@ class CTCA(Method):
                 "global_layers": ctca.global_layers, "downsample": ctca.downsample, "classifier": ctca.classifier,
                 "inference": ctca.inference, "proj_dim": ctca.proj_dim, "rc_target": ctca.rc_target,
                 "emb_dim": min(ctca.cmd_dim, num_classes - 1)}
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        return DualPathRecognizer.from_config(self.model_config(num_classes))
 
     def prepare(self, model: nn.Module, data: TrainingData) -> None:
         """The linguistic prior of L_cmd: PPMI-SVD gloss embeddings of the training sentences."""

@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ctca.models.heads import make_classifier
 from ctca.models.recognizer import RecognizerOutput
-from ctca.models.spm import SpatialPerception
+from ctca.models.spm import SpatialPerception, build_spm
 
 
 class LocalPath(nn.Module):
@@ -62,6 +62,15 @@ class DualPathRecognizer(nn.Module):
     gloss-embedding buffer of L_cmd. They are always built (so every loss toggle gives the same
     state dict) and are left out of the inference parameter count.
     """
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> DualPathRecognizer:
+        """The network of a config dict (``arch: dual_path``), as the ``ctca`` method writes it."""
+        spm = build_spm(cfg["spm_arch"], tuple(cfg["spm_channels"]))
+        return cls(spm, cfg["num_classes"], cfg["hidden"], cfg["dropout"], local_kernels=tuple(cfg["local_kernels"]),
+                   global_layers=cfg["global_layers"], downsample=cfg["downsample"], classifier=cfg["classifier"],
+                   inference=cfg["inference"], proj_dim=cfg["proj_dim"], rc_target=cfg["rc_target"],
+                   emb_dim=cfg["emb_dim"])
 
     def __init__(self, spm: SpatialPerception, num_classes: int, hidden: int, dropout: float,
                  local_kernels: tuple[int, ...] = (3, 3, 3), global_layers: int = 2, downsample: str = "none",

@@ -1,4 +1,5 @@
-"""The model file: network config, weights, vocabulary and metadata, readable with ``weights_only=True``."""
+"""The model file (network config, weights, vocabulary, metadata; readable with ``weights_only=True``), and
+the network of a config dict."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from torch import nn
 
 from ctca.checkpoint import atomic_save, safe_load
 from ctca.data.vocab import Vocabulary
-from ctca.models.recognizer import build_recognizer
+from ctca.models.dual_path import DualPathRecognizer
+from ctca.models.recognizer import Recognizer
 
 MODEL_KIND = "ctca.recognizer"
+ARCHS = {"recognizer": Recognizer, "dual_path": DualPathRecognizer}  # cfg["arch"] -> network class
+
+
+def build_recognizer(cfg: dict) -> nn.Module:
+    """The network of a config dict (written by the training method, saved in the model file)."""
+    arch = cfg.get("arch")
+    if arch not in ARCHS:
+        raise ValueError(f"model config: arch={arch!r}; expected one of {', '.join(map(repr, ARCHS))}")
+    return ARCHS[arch].from_config(cfg)
 
 
 def save_model(path: Path, model: nn.Module, cfg: dict, vocab: Vocabulary, meta: dict) -> None:

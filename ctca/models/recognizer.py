@@ -3,7 +3,7 @@
 :class:`Recognizer` is the network of ``baseline`` (one sequence head), ``vac`` (plus an independent
 auxiliary classifier on the TAM's convolutional part, the "conv head") and ``smkd`` (the conv head
 shares the sequence classifier until :meth:`Recognizer.untie`). CTCA's dual-path network is in
-:mod:`ctca.models.dual_path`. :func:`build_recognizer` rebuilds either from its config dict.
+:mod:`ctca.models.dual_path`; ``ctca.models.io.build_recognizer`` rebuilds either from its config dict.
 
 Every model returns a :class:`RecognizerOutput` whose ``logits`` is the head used at inference and whose
 ``heads`` holds every head (both are decoded and scored by ``evaluate``).
@@ -37,6 +37,14 @@ class Recognizer(nn.Module):
     ``conv_head``: ``none``; ``separate`` (its own classifier, VAC); ``shared`` (the sequence classifier
     until :meth:`untie`, SMKD).
     """
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Recognizer:
+        """The network of a config dict (``arch: recognizer``), as a training method writes it."""
+        spm = build_spm(cfg["spm_arch"], tuple(cfg["spm_channels"]))
+        tam = TemporalAggregation(spm.out_dim, cfg["depth"], cfg["hidden"], cfg["dropout"])
+        return cls(spm, tam, cfg["num_classes"], cfg.get("conv_head", "none"),
+                   weight_norm=cfg.get("weight_norm", False))
 
     def __init__(self, spm: SpatialPerception, tam: TemporalAggregation, num_classes: int,
                  conv_head: str = "none", weight_norm: bool = False):
@@ -96,29 +104,6 @@ class Recognizer(nn.Module):
         if conv_head is not None:
             heads["conv"] = conv_head(tam.conv_features)
         return RecognizerOutput(seq, tam.lengths, heads, {"seq": tam.features, "conv": tam.conv_features})
-
-
-def build_recognizer(cfg: dict) -> nn.Module:
-    """A network from its config dict (written by the training method, saved in the model file).
-
-    ``cfg["arch"]``: ``recognizer`` (:class:`Recognizer`) or ``dual_path`` (CTCA's
-    :class:`~ctca.models.dual_path.DualPathRecognizer`, imported only when asked for).
-    """
-    arch = cfg.get("arch")
-    spm = build_spm(cfg["spm_arch"], tuple(cfg["spm_channels"]))
-    if arch == "dual_path":
-        from ctca.models.dual_path import DualPathRecognizer
-
-        return DualPathRecognizer(spm, cfg["num_classes"], cfg["hidden"], cfg["dropout"],
-                                  local_kernels=tuple(cfg["local_kernels"]), global_layers=cfg["global_layers"],
-                                  downsample=cfg["downsample"], classifier=cfg["classifier"],
-                                  inference=cfg["inference"], proj_dim=cfg["proj_dim"], rc_target=cfg["rc_target"],
-                                  emb_dim=cfg["emb_dim"])
-    if arch != "recognizer":
-        raise ValueError(f"model config: arch={arch!r}; expected 'recognizer' or 'dual_path'")
-    tam = TemporalAggregation(spm.out_dim, cfg["depth"], cfg["hidden"], cfg["dropout"])
-    return Recognizer(spm, tam, cfg["num_classes"], cfg.get("conv_head", "none"),
-                      weight_norm=cfg.get("weight_norm", False))
 
 
 def count_parameters(module: nn.Module) -> int:
