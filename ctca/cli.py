@@ -1,6 +1,7 @@
 """The ``ctca`` command: what people run by hand next to ``dvc repro`` / ``dvc exp run``.
 
     ctca check-params [params.yaml]     validate a params file (unknown keys, bad values)
+    ctca predict MODEL INPUT...         glosses of videos / frame folders / folders of videos with a model file
     ctca synth OUT [--seed N ...]       render a SynthSign corpus outside the pipeline
     ctca ui [--port 5000]               open the MLflow UI on the project's store
     ctca sync-exps                      tag MLflow runs with their DVC experiment commit
@@ -40,6 +41,42 @@ def _synth(args: argparse.Namespace) -> int:
     summary = generate(cfg, Path(args.out), workers=args.workers)
     print({k: v for k, v in summary.items() if not isinstance(v, list | dict)})
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Exit 0: every input predicted; 1: some inputs failed (the others are still predicted and written);
+    2: the model file cannot be used."""
+    import json
+
+    from ctca.checkpoint import NotACtcaFile
+    from ctca.device import select_device
+    from ctca.predict import PredictError, Predictor, expand_inputs, write_ctm
+
+    try:
+        predictor = Predictor(args.model, select_device(args.device), beam_width=args.beam)
+    except (NotACtcaFile, PredictError, FileNotFoundError, RuntimeError) as exc:
+        print(f"predict: error: {exc}", file=sys.stderr)
+        return 2
+    predictions, failed = [], []
+    for item in expand_inputs(args.inputs):
+        try:
+            pred = predictor.predict(item)
+        except PredictError as exc:
+            print(f"predict: error: {exc}", file=sys.stderr)
+            failed.append({"path": str(item.path), "error": str(exc)})
+            continue
+        predictions.append(pred)
+        print(f"{pred.id}\t{' '.join(pred.glosses)}", flush=True)
+    if args.ctm:
+        write_ctm(Path(args.ctm), predictions)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"model": str(args.model), "beam_width": args.beam,
+             "predictions": [{"id": p.id, "path": str(p.path), "glosses": p.glosses, "frames": p.frames, "fps": p.fps,
+                              "segments": [{"gloss": g, "start": a, "duration": d} for g, a, d in p.segments]}
+                             for p in predictions],
+             "failed": failed}, indent=2) + "\n")
+    return 1 if failed else 0
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -164,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-params", help="validate a params file")
     p.add_argument("params", nargs="?", default="params.yaml")
     p.set_defaults(func=_check_params)
+
+    p = sub.add_parser("predict", help="glosses of videos with a trained model file (models/model.pt)")
+    p.add_argument("model", help="a model file written by the train stage")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="a video file, a folder of frame images, or a folder of videos")
+    p.add_argument("--beam", type=int, default=1, help="1 = greedy; > 1 = CTC prefix beam search of this width")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--ctm", help="also write a CTM file (gloss times from the CTC alignment)")
+    p.add_argument("--json", help="also write the predictions (with gloss times) and failures as JSON")
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser("synth", help="render a SynthSign corpus in the PHOENIX-2014 layout")
     p.add_argument("out")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ctca.data.corpus import MANIFEST_DELIMITERS
 from ctca.data.synthetic import SynthConfig as _SYNTH  # the generator's defaults are the section's defaults
 
 
@@ -31,20 +33,30 @@ def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The corpus: ``dataset`` picks the reader (ctca.data.corpus.READERS), ``root`` its folder.
+    """The corpus: ``dataset`` picks the reader (ctca.data.corpus.READERS), ``root`` its folder or manifest.
 
     Roots: synthetic -> data/synthsign; phoenix2014 -> phoenix-2014-multisigner/; phoenix2014t ->
     PHOENIX-2014-T/ (both hold annotations/ and features/); csl-daily -> the folder holding
-    sentence_label/ and sentence/frames_512x512/.
+    sentence_label/ and sentence/frames_512x512/; manifest -> the manifest **file**, a .csv or .tsv
+    (columns id, path, signer, split, glosses; docs/data-formats.md#manifest-corpora). A .csv/.tsv root
+    is refused for the folder datasets.
     """
 
-    dataset: Literal["synthetic", "phoenix2014", "phoenix2014t", "csl-daily"] = "synthetic"
+    dataset: Literal["synthetic", "phoenix2014", "phoenix2014t", "csl-daily", "manifest"] = "synthetic"
     root: str = "data/synthsign"  # relative paths are relative to the project root
     max_bad_fraction: float = 0.05  # extract_frames fails when more videos than this are unreadable
 
     def validate(self, p: str) -> None:
         _check(0.0 <= self.max_bad_fraction <= 1.0, f"{p}.max_bad_fraction", self.max_bad_fraction, "0 <= x <= 1")
         _check(bool(self.root), f"{p}.root", self.root, "a non-empty path")
+        is_manifest = Path(self.root).suffix.lower() in MANIFEST_DELIMITERS
+        if self.dataset == "manifest":
+            _check(is_manifest, f"{p}.root", self.root,
+                   "the manifest file, a path ending in .csv or .tsv, when data.dataset=manifest")
+        else:
+            _check(not is_manifest, f"{p}.root", self.root,
+                   f"the corpus folder when data.dataset={self.dataset} (a .csv/.tsv manifest needs "
+                   "data.dataset=manifest)")
 
 
 @dataclass(frozen=True)
@@ -298,7 +310,8 @@ class DecodeConfig:
 class EvaluateConfig:
     splits: tuple[str, ...] = ("dev", "test")
     batch_size: int = 16
-    # auto = the dataset's official protocol (phoenix2014, phoenix2014t; none for synthetic and CSL-Daily)
+    # auto = the dataset's official protocol (phoenix2014, phoenix2014t; none for synthetic, CSL-Daily and
+    # manifest corpora)
     protocol: Literal["auto", "phoenix2014", "phoenix2014t", "vac-compat", "none"] = "auto"
 
     def validate(self, p: str) -> None:
@@ -333,10 +346,26 @@ class IiwConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """Where runs go, and the MLflow registered model the train stage adds each trained model to."""
+
     experiment: str = "ctca"
+    registered_model: str = "{dataset}-{method}"  # {dataset} and {method} are filled in from data/model
+    model_alias: str = "candidate"  # moved to every new version (a DVC experiment's name is an alias too)
 
     def validate(self, p: str) -> None:
         _check(bool(self.experiment), f"{p}.experiment", self.experiment, "a non-empty MLflow experiment name")
+        try:
+            name = self.registered_model.format(dataset="d", method="m")
+        except (KeyError, IndexError, ValueError):
+            name = ""
+        _check(bool(name), f"{p}.registered_model", self.registered_model,
+               "a non-empty name; may use {dataset} and {method}")
+        _check(bool(re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", self.model_alias)) and self.model_alias != "latest"
+               and not re.fullmatch(r"[vV]\d+", self.model_alias), f"{p}.model_alias", self.model_alias,
+               "letters, digits, '_' or '-', starting with a letter; not 'latest' or v<number> (MLflow reserves them)")
+
+    def model_name(self, dataset: str, method: str) -> str:
+        return self.registered_model.format(dataset=dataset, method=method)
 
 
 @dataclass(frozen=True)

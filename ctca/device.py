@@ -13,7 +13,7 @@ import torch
 def select_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available")
+            raise RuntimeError("device cuda requested (train.device or --device) but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
 

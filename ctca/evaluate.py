@@ -20,8 +20,9 @@ from ctca.scoring.official import score_protocol
 from ctca.scoring.wer import Alignment, WerResult
 
 # evaluate.protocol=auto: each corpus is scored under its official protocol (docs/scoring.md#scoring-protocols)
+# (a manifest corpus has no official protocol: its glosses are scored as written)
 DATASET_PROTOCOL = {"synthetic": "none", "phoenix2014": "phoenix2014", "phoenix2014t": "phoenix2014t",
-                    "csl-daily": "none"}
+                    "csl-daily": "none", "manifest": "none"}
 
 
 def resolve_protocol(params) -> str:

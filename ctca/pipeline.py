@@ -61,6 +61,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
 
 def corpus_root(params: Params) -> Path:
+    """What the reader opens: data/synthsign, the corpus folder, or for ``manifest`` the manifest file
+    (``data.root``; relative to the project root, and the manifest's relative paths to its own folder)."""
     return SYNTH_ROOT if params.data.dataset == "synthetic" else Path(params.data.root).expanduser()
 
 

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ctca.environment import differences, fingerprint  # noqa: E402
 from ctca.pipeline import (  # noqa: E402
     CACHE_FEATURES_SUMMARY,
     EVAL_DIR,
@@ -241,12 +242,37 @@ def _int(x) -> str:
     return "–" if x is None else f"{x:,}"
 
 
+def environment_section(here: dict, training: dict | None = None) -> list[str]:
+    """The "Environment" section: the fingerprint (ctca.environment) of the machine that wrote the report, and
+    next to it the train stage's (``work/train/summary.json``) when that differs, the differing keys in bold."""
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["## Environment", ""]
+    diff = differences(here, training) if training else []
+    if not diff:
+        lines += ["The machine and software that wrote this report"
+                  + (" (the train stage ran in the same environment):" if training else ":"), "",
+                  "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {cell(v)} |" for k, v in here.items()]
+        return lines + [""]
+    lines += [f"The train stage ran in a different environment from the one that wrote this report: "
+              f"{', '.join(f'`{k}`' for k in diff)} differ (in bold).", "",
+              "| key | this report | training |", "|---|---|---|"]
+    for k in dict.fromkeys((*here, *training)):
+        a, b = cell(here.get(k, "–")), cell(training.get(k, "–"))
+        lines.append(f"| **{k}** | **{a}** | **{b}** |" if k in diff else f"| {k} | {a} | {b} |")
+    return lines + [""]
+
+
 def build_report(root: Path | str, params: dict, methods: list[dict] | None = None,
-                 methods_note: str | None = None) -> Path:
+                 methods_note: str | None = None, environment: dict | None = None) -> Path:
     """reports/report.md and reports/figures/*.png of the pipeline outputs under ``root`` (the project folder).
 
-    ``params``: the params as a dict; ``methods``/``methods_note``: see :func:`methods_section`. Raises
-    FileNotFoundError without the evaluation summary; any other missing input is named in the report.
+    ``params``: the params as a dict; ``methods``/``methods_note``: see :func:`methods_section`;
+    ``environment``: the fingerprint for the "Environment" section (default: this process's,
+    ctca.environment.fingerprint). Raises FileNotFoundError without the evaluation summary; any other missing
+    input is named in the report.
     """
     root = Path(root)
     missing: list[Path] = []
@@ -345,6 +371,8 @@ def build_report(root: Path | str, params: dict, methods: list[dict] | None = No
             lines.append(f"| {split} | {signer} | {_fmt(r['wer'], 2)} | {_fmt(r['del'], 2)} | {_fmt(r['ins'], 2)} "
                          f"| {r['N']} |")
     lines.append("")
+    lines += environment_section(environment if environment is not None else fingerprint(),
+                                 train.get("environment"))
     out = root / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -93,13 +93,21 @@ def fit(
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
     snapshot_every: int | None = None,
+    on_start: Callable[[dict | None], dict] | None = None,
 ) -> FitResult:
     """Train ``params.model.method`` for its epochs; checkpoint every epoch in ``ckpt_dir``; keep the best dev WER.
 
     ``snapshot_every``: None writes no weight snapshots; 0 only the initial weights
     (``ckpt_dir/snapshots/epoch_000.pt``); N also the weights after every N-th epoch (the IIW curves are
     measured on them by the iiw stage). Under ``torchrun`` every process trains its shard of each epoch
-    (DDP); rank 0 alone evaluates, checkpoints, snapshots and calls ``on_epoch``.
+    (DDP); rank 0 alone evaluates, checkpoints, snapshots and calls ``on_epoch`` and ``on_start``.
+
+    ``on_start(extras)`` is called once fit knows whether it resumes, before the first new epoch: with the
+    ``extras`` dict kept in the checkpoint it resumes from, or None when it starts over; the dict it returns
+    is kept in every checkpoint written from then on (plain data only: strings, numbers, lists, dicts), so
+    the caller can continue what it started before an interruption (the train stage: its MLflow run).
+    ``on_epoch(epoch, metrics)`` is called for the epochs trained by this call only, never again for the
+    epochs of the checkpoint it resumed from.
     """
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
@@ -168,6 +176,9 @@ def fit(
             log.warning("resuming from %s: %d of %d epochs done", last, start_epoch, total_epochs)
         else:
             log.warning("%s was written under another configuration; starting over", last)
+    extras = ckpt.get("extras", {}) if resumed_from is not None else {}
+    if on_start is not None and ctx.is_main:
+        extras = _plain_data(on_start(extras if resumed_from is not None else None) or {})
     log.info("training %s: %s", method.name, ", ".join(method.describe()))
 
     for epoch in range(start_epoch, total_epochs):
@@ -235,7 +246,7 @@ def fit(
                 atomic_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, snapshots[-1])
             save_checkpoint(last, fingerprint=fp, epoch=epoch, model=model.state_dict(),
                             optimizer=optimizer.state_dict(), rng=rng_state(), history=history, best=best,
-                            method_state=method.state_dict(), params=to_dict(params))
+                            method_state=method.state_dict(), params=to_dict(params), extras=extras)
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics)
             log.info("epoch %d/%d %s", epoch + 1, total_epochs,
@@ -247,6 +258,17 @@ def fit(
     shutdown(ctx)
     return FitResult(model=model.cpu(), config=cfg, vocab=vocab, history=history, best_epoch=best["epoch"] + 1,
                      best_dev_wer=best["wer"], excluded=excluded, resumed_from=resumed_from, snapshots=snapshots)
+
+
+def _plain_data(obj: object) -> object:
+    """``obj`` if it is plain data that ``torch.load(..., weights_only=True)`` reads back; TypeError otherwise."""
+    if isinstance(obj, dict):
+        return {_plain_data(k): _plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain_data(v) for v in obj]
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    raise TypeError(f"checkpoint extras must be plain data (str, numbers, lists, dicts), not {type(obj).__name__}")
 
 
 def _file_digest(path: Path | None) -> str:

@@ -21,7 +21,8 @@ from ctca.train import fit, pretraining_params, seed_everything
 def run(params: Params) -> None:
     pre = pretraining_params(params)
     logged = {"spm": params.section("spm"), "loader": params.section("loader"), "train.seed": params.train.seed}
-    with stage_run("pretrain_spm", logged, params.tracking.experiment) as run:
+    # resumable: fit opens the MLflow run (run.start), continuing the one kept with the checkpoint it resumes
+    with stage_run("pretrain_spm", logged, params.tracking.experiment, resumable=True) as run:
         if pre.train.epochs == 0:  # no pretraining: hand over the seeded initialisation
             seed_everything(pre.train.seed)
             model = make_method(pre).build_model(Vocabulary.load(CLIPS_DIR / "vocab.json").num_classes)
@@ -30,8 +31,9 @@ def run(params: Params) -> None:
             atomic_save(model.spm.state_dict(), SPM_WEIGHTS)
             write_json(PRETRAIN_SPM_SUMMARY, {"epochs": 0})
             return
-        result = fit(pre, CLIPS_DIR, CKPT_DIR / "pretrain_spm",
+        result = fit(pre, CLIPS_DIR, CKPT_DIR / "pretrain_spm", on_start=run.start,
                      on_epoch=lambda epoch, m: run.log_metrics(m, step=epoch))
+        run.log_history(result.history)  # epochs checkpointed but not logged before a kill, if any
         atomic_save(result.model.spm.state_dict(), SPM_WEIGHTS)
         write_json(PRETRAIN_SPM_SUMMARY, {"epochs": pre.train.epochs, "depth": pre.tam.depth,
                                           "best_epoch": result.best_epoch, "best_dev_wer": result.best_dev_wer,

@@ -1,37 +1,43 @@
 """Stage train: train the recognizer (model.method) from the pretrained SPM; keep the best dev epoch.
 
 Also publishes the weight snapshots the iiw stage measures (the initial weights and every
-``iiw.interval`` epochs). With ``train.nproc > 1`` the stage relaunches itself under torchrun (DDP);
+``iiw.interval`` epochs), and registers the model in MLflow as a pyfunc (``ctca.serving``). With ``train.nproc > 1`` the stage relaunches itself under torchrun (DDP);
 rank 0 writes every output.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import statistics
 
 from ctca.config import Params
 from ctca.distributed import relaunch_under_torchrun, under_torchrun
+from ctca.environment import fingerprint
 from ctca.methods import method_class
-from ctca.models.io import save_model
+from ctca.models.io import model_metadata, save_model
 from ctca.models.recognizer import count_parameters, inference_parameters
 from ctca.pipeline import (
     CKPT_DIR,
     CLIPS_DIR,
+    FRAMES_DIR,
     MODEL_FILE,
     SNAPSHOTS_DIR,
     SPM_WEIGHTS,
     TRAIN_HISTORY,
     TRAIN_METRICS,
     TRAIN_SUMMARY,
+    corpus_root,
     stage_main,
     write_json,
 )
+from ctca.serving import register_model
 from ctca.tracking import stage_run
 from ctca.train import fit
 
 SHARED_SECTIONS = ("model", "tam", "train", "loader", "spm")
+log = logging.getLogger(__name__)
 
 
 def publish_snapshots(snapshots) -> None:
@@ -57,12 +63,15 @@ def run(params: Params) -> None:
     method = method_class(params.model.method)
     logged = {s: params.section(s) for s in dict.fromkeys((*SHARED_SECTIONS, *method.sections))}
     logged["iiw.interval"] = params.iiw.interval
-    with stage_run("train", logged, params.tracking.experiment) as run:
-        result = fit(params, **kwargs, on_epoch=lambda epoch, m: run.log_metrics(m, step=epoch))
+    # one MLflow run per training, even across a kill: fit opens it (run.start) once it knows whether it
+    # resumes, continuing the run kept with the checkpoint; `run` is open from then on
+    with stage_run("train", logged, params.tracking.experiment, resumable=True) as run:
+        result = fit(params, **kwargs, on_start=run.start, on_epoch=lambda epoch, m: run.log_metrics(m, step=epoch))
+        run.log_history(result.history)  # epochs checkpointed but not logged before a kill, if any
         model = result.model
         save_model(MODEL_FILE, model, result.config, result.vocab,
-                   {"method": params.model.method, "best_epoch": result.best_epoch,
-                    "best_dev_wer": result.best_dev_wer, "depth": params.tam.depth})
+                   model_metadata(params, method=params.model.method, best_epoch=result.best_epoch,
+                                  best_dev_wer=result.best_dev_wer, depth=params.tam.depth))
         publish_snapshots(result.snapshots)
         epoch_seconds = [h["epoch_seconds"] for h in result.history]
         metrics = {"parameters": inference_parameters(model), "best_epoch": result.best_epoch,
@@ -72,13 +81,16 @@ def run(params: Params) -> None:
                    "parameters": metrics["parameters"],
                    "parameters_by_module": {n: count_parameters(m) for n, m in model.module_groups().items()},
                    "parameters_training_only": {n: count_parameters(m) for n, m in model.training_modules().items()},
-                   "excluded_train_samples": result.excluded, "resumed_from_epoch": result.resumed_from}
+                   "excluded_train_samples": result.excluded, "resumed_from_epoch": result.resumed_from,
+                   "environment": fingerprint()}  # the report notes it when it differs from the report's
         write_json(TRAIN_METRICS, metrics)
         write_json(TRAIN_SUMMARY, summary)
         write_json(TRAIN_HISTORY, result.history)
         run.log_metrics({"best_dev_wer": result.best_dev_wer, "best_epoch": result.best_epoch,
                          "parameters": metrics["parameters"]})
         run.log_artifact(MODEL_FILE, "model")
+        name, version, aliases = register_model(params, MODEL_FILE, corpus_root(params), CLIPS_DIR, FRAMES_DIR)
+        log.info("registered %s version %d (aliases: %s)", name, version, ", ".join(aliases))
 
 
 if __name__ == "__main__":

@@ -44,3 +44,41 @@ def tiny_clips(tmp_path_factory) -> Path:
     vocab = Vocabulary.build([s.glosses for s in samples if s.split == "train"])
     write_clip_store(base / "frames", base / "clips", vocab, progress=False)
     return base / "clips"
+
+
+def stall_in_epoch_2(marker: str) -> None:
+    """In a child process: make training say (by touching ``marker``) that it reached epoch 2, then hang."""
+    import time
+
+    import ctca.data.loader as loader
+
+    original = loader.ClipDataset.__getitem__
+
+    def stall(self, i):
+        if self.epoch >= 1:  # mid-epoch 2: say so, then wait to be killed
+            Path(marker).touch()
+            time.sleep(600)
+        return original(self, i)
+
+    loader.ClipDataset.__getitem__ = stall
+
+
+def kill_in_epoch_2(code: str, marker: Path, cwd: Path | None = None) -> int:
+    """Run ``python -c code`` (which calls :func:`stall_in_epoch_2`), SIGKILL it once ``marker`` appears;
+    returns its PID."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=cwd)
+    try:
+        deadline = time.time() + 300
+        while not marker.exists():
+            assert child.poll() is None, "training ended before reaching epoch 2"
+            assert time.time() < deadline, "epoch 2 not reached after 300 s"
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    return child.pid

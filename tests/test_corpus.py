@@ -393,7 +393,10 @@ def test_open_corpus_for_every_dataset_name(tmp_path):
     write_corpus(p14, {"train": ["a|a/1/*.png|Signer01|X"]})
     p14t = write_t_corpus(tmp_path / "p14t", {"train": [t_row("a")]})
     csl = write_csl(tmp_path / "csl", CSL_NAMES[:1], [f"{CSL_NAMES[0]}|train"])
-    roots = {"synthetic": synth, "phoenix2014": p14, "phoenix2014t": p14t, "csl-daily": csl}
+    manifest = tmp_path / "corpus.csv"
+    (tmp_path / "a.mp4").write_bytes(b"x")  # only its existence is checked when reading the manifest
+    manifest.write_text("id,path,signer,split,glosses\na,a.mp4,S,train,X\n")
+    roots = {"synthetic": synth, "phoenix2014": p14, "phoenix2014t": p14t, "csl-daily": csl, "manifest": manifest}
     assert set(roots) == set(READERS)
     for dataset, root in roots.items():
         reader = open_corpus(dataset, root)
@@ -401,7 +404,7 @@ def test_open_corpus_for_every_dataset_name(tmp_path):
         assert len(reader.samples("train")) == 1
     with pytest.raises(CorpusError) as exc:
         open_corpus("csl", tmp_path)
-    assert "'synthetic', 'phoenix2014', 'phoenix2014t', 'csl-daily'" in str(exc.value)
+    assert "'synthetic', 'phoenix2014', 'phoenix2014t', 'csl-daily', 'manifest'" in str(exc.value)
 
 
 def test_data_config_accepts_every_reader():

@@ -143,3 +143,28 @@ def test_an_unreadable_mlflow_store_is_said_in_the_report_and_the_log(tmp_path, 
     assert "**Not available:**" in section and str(store) in section and "could not be read" in section
     assert "not a database" in section  # the reason, not just the fact
     assert any("methods not compared" in r.getMessage() and str(store) in r.getMessage() for r in caplog.records)
+
+
+def test_the_report_has_an_environment_section_and_notes_a_different_training_environment(tmp_path):
+    from ctca.environment import KEYS, fingerprint
+
+    write_outputs(tmp_path)
+    text = build_report(tmp_path, PARAMS).read_text()  # no environment in the train summary: this machine's
+    section = text.split("## Environment")[1]
+    env = fingerprint()
+    assert set(KEYS) <= set(env) and "| key | value |" in section
+    assert f"| torch | {env['torch']} |" in section and f"| python | {env['python']} |" in section
+
+    here = {"python": "3.11.7", "torch": "2.13.0+cpu", "gpus": "none"}
+    summary = json.loads((tmp_path / P.TRAIN_SUMMARY).read_text())
+    write(tmp_path, P.TRAIN_SUMMARY, {**summary, "environment": here})
+    section = build_report(tmp_path, PARAMS, environment=here).read_text().split("## Environment")[1]
+    assert "the train stage ran in the same environment" in section and "| gpus | none |" in section
+
+    write(tmp_path, P.TRAIN_SUMMARY, {**summary, "environment": {**here, "torch": "2.13.0+cu128",
+                                                                  "gpus": "NVIDIA H200 | x"}})
+    section = build_report(tmp_path, PARAMS, environment=here).read_text().split("## Environment")[1]
+    assert "ran in a different environment" in section and "`torch`, `gpus` differ" in section
+    assert "| key | this report | training |" in section and "| python | 3.11.7 | 3.11.7 |" in section
+    assert "| **torch** | **2.13.0+cpu** | **2.13.0+cu128** |" in section
+    assert "| **gpus** | **none** | **NVIDIA H200 \\| x** |" in section  # a "|" does not break the table

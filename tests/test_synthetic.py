@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import platform
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,11 +26,13 @@ from ctca.data.synthetic import (
     _Canvas,
     _draw_hand,
     build_corpus,
+    encoder_build,
     generate,
     hashed_vocabulary,
     make_signers,
     minimal_pairs,
     read_metadata,
+    render_frames,
 )
 
 TINY = SynthConfig(seed=0, vocab_size=8, n_train=6, n_dev=3, n_test=3, n_signers=4, held_out_signers=1,
@@ -115,8 +120,65 @@ def test_same_seed_is_identical_and_independent_of_workers(tiny, tmp_path):
         assert [p.relative_to(other) for p in videos(other)] == [p.relative_to(root) for p in videos(root)]
         for a, b in zip(videos(root), videos(other), strict=True):
             assert np.array_equal(decode(a), decode(b)), a.name
-            # true for one OpenCV/FFmpeg build (no timestamps in the files); other builds may encode differently
+            # true for one OpenCV build (no timestamps in the files); other builds encode differently
+            # (README "Reproducibility"): what is stable across builds is checked by the rendered_sha256 tests
             assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def rendered(cfg: SynthConfig) -> dict[str, np.ndarray]:
+    """Each sample's frames as render_frames gives them (before encoding), from a fresh build_corpus."""
+    corpus = build_corpus(cfg)
+    signs = {s.gloss: s for s in corpus["signs"]}
+    return {p.id: np.stack(list(render_frames(p, signs, corpus["signers"][p.signer], cfg)))
+            for split in SPLITS for p in corpus["plans"][split]}
+
+
+def test_metadata_records_the_sha256_of_the_rendered_frames(tiny):
+    root, _ = tiny
+    meta = read_metadata(root)
+    recorded = {s["id"]: s["rendered_sha256"] for split in SPLITS for s in meta["samples"][split]}
+    again = rendered(TINY)  # a second render, in this process, of what generate() rendered and encoded
+    assert recorded.keys() == again.keys()
+    for vid, frames in again.items():
+        assert frames.dtype == np.uint8 and frames.flags.c_contiguous
+        assert hashlib.sha256(frames.tobytes()).hexdigest() == recorded[vid], vid
+    assert len(set(recorded.values())) == len(recorded)
+    assert meta["video"]["encoder"] == encoder_build()
+    assert encoder_build().startswith(f"OpenCV {cv2.__version__}")
+
+
+# sha256 over TINY's rendered_sha256 values (hex, in corpus order). Measured identical under
+# opencv-python-headless 4.10.0.84, 4.12.0.88 and 5.0.0.93, numpy 2.2.6 and 2.4.6, and with OpenCV's and
+# numpy's SIMD dispatch lowered to their x86-64 baselines (OPENCV_CPU_DISABLE, NPY_DISABLE_CPU_FEATURES).
+TINY_RENDERED_SHA256 = "3b4d806ecf852d1b37619b06395b1942e401a0a196c44f3c503e31b8f4804f31"
+
+
+@pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")),
+                    reason="the rendered-frame digest was measured on Linux x86-64 only")
+def test_rendered_frames_match_the_measured_digest(tiny):
+    meta = read_metadata(tiny[0])
+    total = hashlib.sha256()
+    for split in SPLITS:
+        for sample in meta["samples"][split]:
+            total.update(sample["rendered_sha256"].encode())
+    assert total.hexdigest() == TINY_RENDERED_SHA256, (
+        "SynthSign's rendered frames changed. If the renderer was changed on purpose, every result on the "
+        "synthetic corpus changes: update TINY_RENDERED_SHA256 and the README's measured numbers. If not, the "
+        f"installed OpenCV ({cv2.__version__}) or numpy ({np.__version__}) renders differently from the builds "
+        "measured, and the README's statement that the rendered frames are build-independent must say so."
+    )
+
+
+def test_decoded_frames_are_a_lossy_copy_of_the_rendered_frames(tiny):
+    # the mp4 is the only encoder-dependent step: its frames are close to the rendered ones, not equal
+    root, _ = tiny
+    frames = rendered(TINY)
+    errors = []
+    for path in videos(root):
+        decoded, original = decode(path), frames[path.stem]
+        assert decoded.shape == original.shape
+        errors.append(np.abs(decoded.astype(np.int16) - original.astype(np.int16)).mean())
+    assert 0.0 < float(np.mean(errors)) < 6.0  # measured 3.7 (OpenCV 5.0.0) and 3.8 (4.10, 4.12) grey levels
 
 
 def test_different_seed_gives_a_different_corpus(tiny, tmp_path):
@@ -352,4 +414,4 @@ def test_metadata_is_plain_json(tiny):
     assert SynthConfig.from_dict(meta["config"]) == TINY
     assert {s["name"] for s in meta["signers"]} == {f"Signer0{i}" for i in range(1, 5)}
     assert meta["video"] == {"width": 210, "height": 260, "fps": 25, "fourcc": "mp4v",
-                             "features": "features/fullFrame-210x260px"}
+                             "features": "features/fullFrame-210x260px", "encoder": encoder_build()}

@@ -1,14 +1,11 @@
 """Training: CTC loss handling, exact resume after a kill mid-epoch, and files that load safely."""
 
 import dataclasses
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_in_epoch_2
 
 from ctca.checkpoint import NotACtcaFile, load_checkpoint
 from ctca.losses.ctc import ctc_loss, min_ctc_length
@@ -99,22 +96,12 @@ def test_a_file_that_is_not_a_ctca_model_is_a_one_line_error_naming_it(tiny_para
 
 
 def _child(clips: str, ckpt: str, marker: str) -> None:  # runs in a subprocess that the test kills
-    from conftest import TINY_PARAMS
+    from conftest import TINY_PARAMS, stall_in_epoch_2
 
-    import ctca.data.loader as loader
     from ctca.config import parse_params
 
-    original = loader.ClipDataset.__getitem__
-
-    def stall_in_second_epoch(self, i):
-        if self.epoch >= 1:  # mid-epoch 2: say so, then wait to be killed
-            Path(marker).touch()
-            time.sleep(600)
-        return original(self, i)
-
-    loader.ClipDataset.__getitem__ = stall_in_second_epoch
-    params = parse_params(TINY_PARAMS)
-    fit(params, Path(clips), Path(ckpt), progress=False)
+    stall_in_epoch_2(marker)
+    fit(parse_params(TINY_PARAMS), Path(clips), Path(ckpt), progress=False)
 
 
 def test_training_resumes_exactly_after_a_kill_mid_epoch(tiny_params, tiny_clips, tmp_path):
@@ -123,16 +110,7 @@ def test_training_resumes_exactly_after_a_kill_mid_epoch(tiny_params, tiny_clips
     ckpt, marker = tmp_path / "interrupted", tmp_path / "in-epoch-2"
     code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_train import _child; "
             f"_child({str(tiny_clips)!r}, {str(ckpt)!r}, {str(marker)!r})")
-    child = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        deadline = time.time() + 300
-        while not marker.exists():
-            assert child.poll() is None, "training process ended before reaching epoch 2"
-            assert time.time() < deadline, "epoch 2 not reached after 300 s"
-            time.sleep(0.05)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    kill_in_epoch_2(code, marker)
     assert load_checkpoint(ckpt / "last.pt")["epoch"] == 0  # one epoch done, the second cut
 
     resumed = fit(tiny_params, tiny_clips, ckpt, progress=False)

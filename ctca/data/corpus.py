@@ -1,4 +1,4 @@
-"""Corpus readers: one interface over SynthSign, PHOENIX-2014, PHOENIX-2014-T and CSL-Daily.
+"""Corpus readers: one interface over SynthSign, PHOENIX-2014, PHOENIX-2014-T, CSL-Daily and manifest corpora.
 
 A reader turns a corpus on disk into :class:`Sample` records (id, split, signer, glosses, and where
 the pixels are: a video file or a folder of frame images). Nothing is dropped here: a sample whose
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import glob
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ PHOENIX_T_HEADER = ["name", "video", "start", "end", "speaker", "orth", "transla
 CSL_DAILY_MAP_HEADER = ["index", "name", "length", "gloss", "char", "word", "postag"]
 CSL_DAILY_SPLIT_HEADER = ["name", "split"]
 CSL_DAILY_FRAMES = Path("sentence") / "frames_512x512"
+MANIFEST_COLUMNS = ("id", "path", "signer", "split", "glosses")
+MANIFEST_DELIMITERS: Mapping[str, str] = MappingProxyType({".csv": ",", ".tsv": "\t"})  # by file extension
+FRAME_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MANIFEST_ERRORS_SHOWN = 20  # a manifest with more errors lists this many, then the count of the rest
 
 #: PHOENIX-2014 samples known to be unusable, id -> why. The reader still returns them (with a
 #: warning); training excludes them through the general CTC-feasibility rule (``ctca.train.feasibility``),
@@ -409,16 +414,196 @@ class CslDailyReader(CorpusReader):
         return list(self._index()[split])
 
 
+class ManifestReader(CorpusReader):
+    """A custom corpus described by one CSV or TSV manifest: ``root`` is the manifest file itself.
+
+    Columns (a header line, any order, other columns ignored): ``id, path, signer, split, glosses``.
+    The delimiter comes from the extension (``.csv``: comma, RFC 4180 quoting; ``.tsv``: tab, no
+    quoting); surrounding whitespace of every field is ignored and blank lines are skipped.
+
+    * ``path``: a video file, a folder of frame images, or a folder plus a glob (``clip7/*.jpg``);
+      relative paths are resolved against the manifest's folder. A folder's frames are its images of
+      the one image suffix it holds (``.png``, ``.jpg``, …; several suffixes need a glob); an image
+      file is refused (not a video). Any other file is a video, decoded by OpenCV.
+    * ``glosses``: the gloss sequence, split on whitespace; ``split``: ``train``, ``dev`` or ``test``.
+
+    The whole manifest is validated in one pass and every row problem becomes one ``file:line: ...`` line
+    of a single :class:`CorpusError` (a wrong field count, an empty or duplicate id, an id unusable as a
+    folder name, an unknown split, an empty signer or gloss list, a path that does not exist): no row is
+    dropped. A header without the five columns stops at once (``file:1``). A video that exists but does not decode is not a manifest error: frame
+    extraction reports it (``data.max_bad_fraction``), as for every corpus.
+    """
+
+    name = "manifest"
+
+    def __init__(self, root: Path | str):
+        super().__init__(root)
+        if self.root.suffix.lower() not in MANIFEST_DELIMITERS:
+            raise CorpusError(
+                f"{self.root}: data.root must name the manifest file, a .csv or .tsv with the columns "
+                f"{', '.join(MANIFEST_COLUMNS)}"
+            )
+        if not self.root.is_file():
+            raise CorpusError(
+                f"{self.root}: manifest file not found (expected a {self.root.suffix} with the columns "
+                f"{', '.join(MANIFEST_COLUMNS)})"
+            )
+        self._by_split: dict[str, list[Sample]] | None = None
+
+    def samples(self, split: str) -> list[Sample]:
+        _check_split(split)
+        if self._by_split is None:
+            self._by_split = self._read()
+        return list(self._by_split[split])
+
+    def _read(self) -> dict[str, list[Sample]]:
+        path = self.root
+        delimiter = MANIFEST_DELIMITERS[path.suffix.lower()]
+        # TSV has no quoting (a tab cannot occur in a field); CSV quotes as RFC 4180 (a comma in a path)
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        by_split: dict[str, list[Sample]] = {s: [] for s in SPLITS}
+        errors: list[str] = []
+        first_line: dict[str, int] = {}
+        try:
+            # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column name
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                reader = csv.reader(fh, delimiter=delimiter, quoting=quoting, strict=True)
+                header = next(reader, None)
+                columns = self._columns(path, header, delimiter)
+                start = reader.line_num + 1  # first physical line of the next record
+                for row in reader:
+                    lineno, start = start, reader.line_num + 1
+                    if not any(field.strip() for field in row):
+                        continue
+                    where = f"{path}:{lineno}"
+                    if len(row) != len(header):
+                        errors.append(f"{where}: {len(row)} fields, expected {len(header)} "
+                                      f"({delimiter.join(header)})")
+                        continue
+                    rec = {name: row[i].strip() for name, i in columns.items()}
+                    sample, problems = self._sample(rec, path.parent, lineno, first_line)
+                    errors.extend(f"{where}: {problem}" for problem in problems)
+                    if sample is not None:
+                        by_split[sample.split].append(sample)
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except csv.Error as exc:
+            raise CorpusError(f"{path}:{reader.line_num}: {exc}") from None
+        if errors:
+            shown = errors[:MANIFEST_ERRORS_SHOWN]
+            more = len(errors) - len(shown)
+            raise CorpusError(
+                f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''} in the manifest (columns "
+                f"{', '.join(MANIFEST_COLUMNS)}); nothing was read, fix them and rerun:\n"
+                + "\n".join(shown) + (f"\n... and {more} more" if more else "")
+            )
+        if not by_split["train"]:
+            raise CorpusError(f"{path}: no train rows ({sum(map(len, by_split.values()))} rows in all); "
+                              "training needs at least one")
+        for split in SPLITS[1:]:
+            if not by_split[split]:
+                log.warning("%s: no %s rows", path, split)
+        return by_split
+
+    @staticmethod
+    def _columns(path: Path, header: list[str] | None, delimiter: str) -> dict[str, int]:
+        """Column name -> index; a missing or repeated column is an error naming line 1."""
+        expected = delimiter.join(MANIFEST_COLUMNS)
+        if header is None:
+            raise CorpusError(f"{path}:1: empty file, expected the header {expected!r}")
+        names = [h.strip() for h in header]
+        missing = [c for c in MANIFEST_COLUMNS if c not in names]
+        repeated = sorted({c for c in MANIFEST_COLUMNS if names.count(c) > 1})
+        if missing or repeated:
+            what = "; ".join(
+                part for part in (f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+                                  if missing else "",
+                                  f"repeated column {', '.join(repeated)}" if repeated else "") if part
+            )
+            name = "tab" if delimiter == "\t" else repr(delimiter)
+            raise CorpusError(
+                f"{path}:1: {what}; expected a header with {expected!r} (any order, delimiter {name} "
+                f"from the {path.suffix} extension), got {delimiter.join(names)!r}"
+            )
+        extra = [n for n in names if n not in MANIFEST_COLUMNS]
+        if extra:
+            log.info("%s: columns not used: %s", path, ", ".join(extra))
+        return {c: names.index(c) for c in MANIFEST_COLUMNS}
+
+    @staticmethod
+    def _sample(rec: dict[str, str], base: Path, lineno: int,
+                first_line: dict[str, int]) -> tuple[Sample | None, list[str]]:
+        """The row's sample and no problems, or None and every problem of the row."""
+        problems = []
+        sid = rec["id"]
+        if not sid:
+            problems.append("empty id")
+        elif sid in first_line:
+            problems.append(f"duplicate id {sid!r} (first at line {first_line[sid]})")
+        else:
+            first_line[sid] = lineno
+            if any(ch.isspace() or ch in "/\\" for ch in sid) or sid.startswith("."):
+                problems.append(f"id {sid!r}: expected no whitespace, '/', '\\' or leading '.' (the id names "
+                                "the sample's frame folder and its CTM/STM lines)")
+        if rec["split"] not in SPLITS:
+            problems.append(f"unknown split {rec['split']!r}; expected one of {', '.join(SPLITS)}")
+        if not rec["signer"]:
+            problems.append("empty signer; expected a signer name ('unknown' if it is not known)")
+        glosses = split_glosses(rec["glosses"])
+        if not glosses:
+            problems.append("empty glosses; expected a space-separated gloss sequence")
+        source, kind, pattern, problem = _manifest_source(base, rec["path"])
+        if problem:
+            problems.append(problem)
+        if problems:
+            return None, problems
+        return Sample(id=sid, split=rec["split"], signer=rec["signer"], glosses=glosses, source=source,
+                      kind=kind, pattern=pattern), []
+
+
+def _manifest_source(base: Path, raw: str) -> tuple[Path, str, str, str]:
+    """``(source, kind, pattern, problem)`` of a manifest ``path`` field; ``problem`` is "" when usable."""
+    if not raw:
+        return base, "video", "", "empty path; expected a video file or a folder of frame images"
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if any(ch in path.name for ch in "*?["):  # folder + glob, as PHOENIX's folder column
+        if not path.parent.is_dir():
+            return path, "frames", "", f"path {raw!r}: frame folder not found ({path.parent})"
+        return path.parent, "frames", path.name, ""
+    if path.is_dir():
+        suffixes = set()
+        with os.scandir(path) as entries:
+            for entry in entries:
+                suffix = os.path.splitext(entry.name)[1]
+                if suffix.lower() in FRAME_IMAGE_SUFFIXES and entry.is_file():
+                    suffixes.add(suffix)
+        if len(suffixes) > 1:
+            kinds = " and ".join(sorted(suffixes))
+            return path, "frames", "", (f"path {raw!r}: the frame folder holds {kinds} images; name one kind "
+                                        f"with a glob (e.g. '{Path(raw) / ('*' + min(suffixes))}')")
+        # no image at all: kept, and frame extraction reports the empty folder (like an undecodable video)
+        return path, "frames", f"*{suffixes.pop() if suffixes else '.png'}", ""
+    if path.is_file():
+        if path.suffix.lower() in FRAME_IMAGE_SUFFIXES:
+            return path, "video", "", (f"path {raw!r}: an image file; expected a video file or a folder "
+                                       "of frame images")
+        return path, "video", "*.png", ""
+    return path, "video", "", f"path {raw!r}: no such file or folder ({path})"
+
+
 READERS: dict[str, type[CorpusReader]] = {
     "synthetic": SynthSignReader,
     "phoenix2014": Phoenix2014Reader,
     "phoenix2014t": Phoenix2014TReader,
     "csl-daily": CslDailyReader,
+    "manifest": ManifestReader,
 }
 
 
 def open_corpus(dataset: str, root: Path | str) -> CorpusReader:
-    """The reader for ``data.dataset`` at ``data.root``."""
+    """The reader for ``data.dataset`` at ``data.root`` (a folder; for ``manifest`` the manifest file)."""
     try:
         cls = READERS[dataset]
     except KeyError:

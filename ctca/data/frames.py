@@ -32,8 +32,23 @@ class FrameExtractionError(ValueError):
     """Too many samples failed to extract; the message names the threshold key and the first failures."""
 
 
-class _SampleFailure(Exception):
-    """One sample cannot be extracted; the message is the reason recorded in the manifest."""
+class UnreadableInput(ValueError):
+    """One video or frame folder cannot be decoded; the message is the reason (recorded in the manifest)."""
+
+
+def resize_frame(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The pipeline's spatial preprocessing of one RGB frame: INTER_LANCZOS4 to ``size`` x ``size``
+    (a square, distorting the aspect ratio, as the reference 256x256 preprocessing)."""
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LANCZOS4)
+
+
+def video_fps(path: Path) -> float:
+    """The frame rate a video container declares (0.0 when it does not say or cannot be opened)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
 
 
 def frame_name(t: int) -> str:
@@ -73,17 +88,19 @@ def read_frames(sample_dir: Path | str) -> np.ndarray:
     return np.stack(frames)
 
 
-def _iter_video(path: Path, info: dict[str, Any]) -> Iterator[np.ndarray]:
+def iter_video(path: Path, info: dict[str, Any] | None = None) -> Iterator[np.ndarray]:
     """RGB frames of a video file, decoded one at a time so a long video never sits in memory.
 
-    Sets ``info["declared_frames"]`` to the container's frame count (0 when it does not say).
+    Sets ``info["declared_frames"]`` to the container's frame count (0 when it does not say). Raises
+    :class:`UnreadableInput` for a missing, unopenable or empty video.
     """
+    info = {} if info is None else info
     if not path.is_file():
-        raise _SampleFailure("video file not found")
+        raise UnreadableInput("video file not found")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise _SampleFailure(
+            raise UnreadableInput(
                 "cannot open video (OpenCV VideoCapture failed: corrupt file or unsupported codec)"
             )
         info["declared_frames"] = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
@@ -95,7 +112,7 @@ def _iter_video(path: Path, info: dict[str, Any]) -> Iterator[np.ndarray]:
             n += 1
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if n == 0:
-            raise _SampleFailure("video decodes to 0 frames (corrupt or truncated file)")
+            raise UnreadableInput("video decodes to 0 frames (corrupt or truncated file)")
     finally:
         cap.release()
 
@@ -104,14 +121,19 @@ def _iter_frame_folder(sample: Sample) -> Iterator[np.ndarray]:
     """RGB frames of a frame-folder sample (PNG or JPEG, per ``sample.pattern``), in sorted file order."""
     if not sample.source.is_dir():
         # the reader's reason names every folder it tried (PHOENIX-2014-T: with and without 1/)
-        raise _SampleFailure(sample.missing_reason or "frame folder not found")
+        raise UnreadableInput(sample.missing_reason or "frame folder not found")
     paths = sample.frame_paths()
     if not paths:
-        raise _SampleFailure(f"no frames matching {sample.pattern!r} in the frame folder")
+        raise UnreadableInput(f"no frames matching {sample.pattern!r} in the frame folder")
+    return iter_images(paths)
+
+
+def iter_images(paths: list[Path]) -> Iterator[np.ndarray]:
+    """RGB frames of image files, in the given order; an unreadable image raises :class:`UnreadableInput`."""
     for p in paths:
         bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise _SampleFailure(f"unreadable frame image {p}")
+            raise UnreadableInput(f"unreadable frame image {p}")
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -134,18 +156,16 @@ def _extract_one(job: tuple[int, Sample, str, int]) -> dict[str, Any]:
     }
     info: dict[str, Any] = {}
     try:
-        frames = _iter_video(sample.source, info) if sample.kind == "video" else _iter_frame_folder(sample)
+        frames = iter_video(sample.source, info) if sample.kind == "video" else _iter_frame_folder(sample)
         partial.mkdir(parents=True)
         n = 0
         for rgb in frames:
-            # INTER_LANCZOS4 to a square, distorting the aspect ratio, as the reference 256x256 preprocessing.
-            resized = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LANCZOS4)
-            write_frame(partial / frame_name(n), resized)
+            write_frame(partial / frame_name(n), resize_frame(rgb, size))
             n += 1
         partial.rename(final)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded in the manifest, never lost
         shutil.rmtree(partial, ignore_errors=True)
-        reason = str(exc) if isinstance(exc, _SampleFailure) else f"{type(exc).__name__}: {exc}"
+        reason = str(exc) if isinstance(exc, UnreadableInput) else f"{type(exc).__name__}: {exc}"
         return {**record, "ok": False, "reason": reason}
     declared = info.get("declared_frames", 0)
     if declared > n:

@@ -51,6 +51,28 @@ class AugmentConfig:
             )
 
 
+def _channels_first(view: np.ndarray, flip: bool) -> torch.Tensor:
+    """A (T, c, c, 3) view as a contiguous (T, 3, c, c) uint8 tensor, mirrored when ``flip``."""
+    # Indexing time and space together copies only the kept frames' crops out of the memmap.
+    clip = np.ascontiguousarray(view)
+    if flip:
+        # All frames as one (T*crop, crop, 3) image: cv2.flip mirrors every row, i.e. every frame,
+        # about 10x faster than numpy's negative-stride copy of 3-byte pixels.
+        clip = cv2.flip(clip.reshape(-1, clip.shape[2], 3), 1).reshape(clip.shape)
+    # A contiguous channels-first copy: collate's float scaling is ~4x slower on strided input.
+    return torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
+
+
+def eval_clip(frames: np.ndarray, crop: int) -> torch.Tensor:
+    """The evaluation view of a (T, H, W, 3) uint8 clip: the center ``crop`` x ``crop``, every frame, as a
+    (T, 3, crop, crop) uint8 tensor (what evaluation and ``ctca predict`` feed the model)."""
+    h, w = frames.shape[1:3]
+    if h < crop or w < crop:
+        raise ValueError(f"frames of {h}x{w} pixels are smaller than the {crop}-pixel crop")
+    y, x = (h - crop) // 2, (w - crop) // 2
+    return _channels_first(frames[:, y : y + crop, x : x + crop], False)
+
+
 def temporal_rescale_indices(n_frames: int, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Sorted frame indices of VAC's TemporalRescale: new length int(T * U(1-r, 1+r)), clamped, rounded up
     to a multiple of 4; drawn without replacement when shortening, with replacement when lengthening."""
@@ -110,27 +132,18 @@ class ClipDataset(Dataset):
 
     def transform(self, frames: np.ndarray, index: int) -> torch.Tensor:
         """Augment a (T, H, W, 3) uint8 clip into a contiguous (T', 3, crop, crop) uint8 tensor."""
+        if not self.train:
+            return eval_clip(frames, self.augment.crop)
         n, h, w = frames.shape[:3]
         c = self.augment.crop
         t_idx: np.ndarray | slice = slice(None)
-        flip = False
-        if self.train:
-            rng = self.rng(index)
-            y = int(rng.integers(0, h - c + 1))
-            x = int(rng.integers(0, w - c + 1))
-            flip = bool(rng.random() < self.augment.flip)
-            if self.augment.temporal_rescale > 0:
-                t_idx = temporal_rescale_indices(n, rng, self.augment)
-        else:
-            y, x = (h - c) // 2, (w - c) // 2
-        # Indexing time and space together copies only the kept frames' crops out of the memmap.
-        clip = np.ascontiguousarray(frames[t_idx, y : y + c, x : x + c])
-        if flip:
-            # All frames as one (T*crop, crop, 3) image: cv2.flip mirrors every row, i.e. every frame,
-            # about 10x faster than numpy's negative-stride copy of 3-byte pixels.
-            clip = cv2.flip(clip.reshape(-1, c, 3), 1).reshape(clip.shape)
-        # A contiguous channels-first copy: collate's float scaling is ~4x slower on strided input.
-        return torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
+        rng = self.rng(index)
+        y = int(rng.integers(0, h - c + 1))
+        x = int(rng.integers(0, w - c + 1))
+        flip = bool(rng.random() < self.augment.flip)
+        if self.augment.temporal_rescale > 0:
+            t_idx = temporal_rescale_indices(n, rng, self.augment)
+        return _channels_first(frames[t_idx, y : y + c, x : x + c], flip)
 
     def __getitem__(self, i: int) -> dict:
         return self.make_item(i, self.split[i])

@@ -1,6 +1,13 @@
 """SynthSign: a synthetic sign-language corpus (drawn signer, gloss signs, bigram sentences) rendered from a seed.
 
 It is written in the PHOENIX-2014 layout, so the pipeline can be developed, tested and studied without the real data.
+
+What is byte-stable (measured; README "Reproducibility", docs/data-formats.md "SynthSign"): the rendered frames
+(:func:`render_frames`, before encoding), the corpus CSVs and ``synthsign.json`` except ``video.encoder`` are a
+function of the config alone, the same under every OpenCV and numpy build measured. The mp4 files are not: the
+encoder of OpenCV's bundled FFmpeg differs between builds, so the frames decoded from them differ slightly too.
+``synthsign.json`` records the sha256 of each sample's rendered frames (``rendered_sha256``) and the encoder
+build (``video.encoder``), so two corpora can be compared without their videos.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import re
 import shutil
 import time
 from collections import Counter
@@ -926,7 +934,14 @@ def _init_worker(shared: dict[str, Any]) -> None:
     _SHARED.update(shared)
 
 
-def _render_task(plan: SentencePlan) -> tuple[str, int]:
+def encoder_build() -> str:
+    """The build that encodes the mp4s: OpenCV's version and its bundled FFmpeg's avcodec version."""
+    found = re.search(r"avcodec:\s*YES \(([^)]*)\)", cv2.getBuildInformation())
+    return f"OpenCV {cv2.__version__}" + (f", avcodec {found.group(1)}" if found else "")
+
+
+def _render_task(plan: SentencePlan) -> tuple[str, int, str]:
+    """Render and encode one sentence; returns (id, frames written, sha256 of the rendered frames)."""
     cfg: SynthConfig = _SHARED["cfg"]
     path = Path(_SHARED["features"]) / plan.split / f"{plan.id}.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), float(cfg.fps), (cfg.width, cfg.height))
@@ -934,13 +949,15 @@ def _render_task(plan: SentencePlan) -> tuple[str, int]:
         raise RuntimeError(f"{path}: cv2.VideoWriter could not open an {FOURCC!r} mp4 writer "
                            "(opencv-python-headless ships FFmpeg; is this OpenCV built without it?)")
     n = 0
+    digest = hashlib.sha256()  # of the frames as rendered: what the encoder build cannot change
     try:
         for frame in render_frames(plan, _SHARED["signs"], _SHARED["signers"][plan.signer], cfg):
+            digest.update(np.ascontiguousarray(frame))
             writer.write(frame)
             n += 1
     finally:
         writer.release()
-    return plan.id, n
+    return plan.id, n, digest.hexdigest()
 
 
 def _clear_outputs(out_root: Path) -> None:
@@ -1010,7 +1027,8 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
         features/fullFrame-210x260px/<split>/<id>.mp4    folder column = "<id>.mp4" (the folder name is
                                                          fixed, whatever cfg.width/height are)
         synthsign.json                                   config, vocabulary with sign definitions, signers,
-                                                         grammar, minimal pairs, per-split and per-sample counts
+                                                         grammar, minimal pairs, per-split and per-sample counts,
+                                                         each sample's rendered_sha256, the encoder build
 
     A previous corpus there (those three paths) is removed first; other files are left alone.
     ``synthsign.json`` is written last, so a folder that has it holds a complete corpus.
@@ -1022,9 +1040,12 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
     (hands down). Frames are BGR when decoded with OpenCV.
 
     Determinism: every random choice derives from ``cfg.seed`` through per-(seed, split, index)
-    streams, so the CSVs, ``synthsign.json`` and the decoded frames do not depend on ``workers``
-    (with one OpenCV build the mp4 bytes are identical too). ``workers > 1`` renders in a spawned
-    process pool, so a script that calls it needs the usual ``if __name__ == "__main__":`` guard.
+    streams, so nothing depends on ``workers``. The rendered frames (``rendered_sha256``: the sha256 of
+    a sample's frames as H x W x 3 uint8 BGR arrays, row-major, in order, before encoding), the CSVs and
+    ``synthsign.json`` less ``video.encoder`` are identical under every OpenCV/numpy build measured
+    (README "Reproducibility"). The mp4 bytes, and so the decoded frames, are identical with one OpenCV
+    build only (``video.encoder``): the encoder differs between builds. ``workers > 1`` renders in a
+    spawned process pool, so a script that calls it needs the usual ``if __name__ == "__main__":`` guard.
     """
     if not isinstance(cfg, SynthConfig):
         raise TypeError(f"cfg must be a SynthConfig, got {type(cfg).__name__}")
@@ -1049,14 +1070,15 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
     tasks = [p for split in SPLITS for p in plans[split]]
     shared = {"cfg": cfg, "signs": {s.gloss: s for s in signs}, "signers": signers, "features": str(features)}
     written: dict[str, int] = {}
+    digests: dict[str, str] = {}
     bar = tqdm(total=len(tasks), desc="SynthSign", unit="video", disable=not progress)
     try:
         if workers == 1 or len(tasks) <= 1:
             _SHARED.clear()
             _SHARED.update(shared)
             for plan in tasks:
-                vid, n = _render_task(plan)
-                written[vid] = n
+                vid, n, digest = _render_task(plan)
+                written[vid], digests[vid] = n, digest
                 bar.update()
         else:
             # spawn, not fork: a child forked after this process used OpenCV (its thread pool, FFmpeg
@@ -1066,8 +1088,8 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
                                      initializer=_init_worker, initargs=(shared,)) as pool:
                 futures = [pool.submit(_render_task, plan) for plan in tasks]
                 for future in as_completed(futures):
-                    vid, n = future.result()
-                    written[vid] = n
+                    vid, n, digest = future.result()
+                    written[vid], digests[vid] = n, digest
                     bar.update()
     except BrokenProcessPool as exc:
         raise RuntimeError("a SynthSign render worker died; if generate() is called from a script, call it "
@@ -1088,7 +1110,7 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
         "version": FORMAT_VERSION,
         "config": asdict(cfg),
         "video": {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "fourcc": FOURCC,
-                  "features": PHOENIX_FEATURES.as_posix()},
+                  "features": PHOENIX_FEATURES.as_posix(), "encoder": encoder_build()},
         "inventory": {"handshapes": list(HANDSHAPES), "locations": list(LOCATIONS), "movements": list(MOVEMENTS)},
         "rest_glosses": list(REST_GLOSSES),
         "vocabulary": [s.to_json() for s in signs],
@@ -1099,8 +1121,8 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
         "signers": [s.to_json() for s in signers],
         "held_out_signers": [s.name for s in signers if s.held_out],
         "splits": stats,
-        "samples": {split: [{"id": p.id, "signer": signers[p.signer].name, "frames": p.frames, "tempo": p.tempo}
-                            for p in plans[split]] for split in SPLITS},
+        "samples": {split: [{"id": p.id, "signer": signers[p.signer].name, "frames": p.frames, "tempo": p.tempo,
+                             "rendered_sha256": digests[p.id]} for p in plans[split]] for split in SPLITS},
     }
     (out_root / METADATA).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 

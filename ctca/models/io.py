@@ -3,6 +3,8 @@ the network of a config dict."""
 
 from __future__ import annotations
 
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -23,6 +25,31 @@ def build_recognizer(cfg: dict) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"model config: arch={arch!r}; expected one of {', '.join(map(repr, ARCHS))}")
     return ARCHS[arch].from_config(cfg)
+
+
+def code_version() -> dict[str, str]:
+    """The ctca package version and, when run from a git checkout, its commit ("" otherwise)."""
+    try:
+        package = version("ctca")
+    except PackageNotFoundError:
+        package = ""
+    try:
+        commit = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                         text=True, stderr=subprocess.DEVNULL, timeout=10).strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"ctca": package, "git_commit": commit}
+
+
+def model_metadata(params, **extra) -> dict:
+    """What a model file says about itself besides the network: how its frames were preprocessed (what
+    ``ctca predict`` applies), the training params and the code version, plus ``extra``."""
+    from ctca.config import to_dict
+
+    return {"preprocessing": {"frame_size": params.frames.size, "resize": "cv2.INTER_LANCZOS4 to a square",
+                              "crop": params.loader.crop, "crop_at_inference": "center",
+                              "pixels": "RGB, x / 127.5 - 1"},
+            "params": to_dict(params), "code_version": code_version(), **extra}
 
 
 def save_model(path: Path, model: nn.Module, cfg: dict, vocab: Vocabulary, meta: dict) -> None:

@@ -33,7 +33,7 @@ __all__ = [
 STM_END_TIME = "1.79769e+308"
 """The end time of every PHOENIX STM segment (DBL_MAX as printed by the release's tools)."""
 
-_EMPTY_CTM_TIMES = "0.000 0.030"  # what mergectmstm.py writes for an id without CTM words
+EMPTY_CTM_TIMES = "0.000 0.030"  # what mergectmstm.py writes for an id without CTM words
 _WORD_DURATION = "0.01"
 
 
@@ -83,7 +83,7 @@ def write_ctm(path: str | Path, hyps: Mapping[str, Sequence[str]]) -> None:
         _check_field(utt_id, "an utterance id")
         words = _check_words(utt_id, hyps[utt_id])
         if not words:
-            lines.append(f"{utt_id} 1 {_EMPTY_CTM_TIMES} {EMPTY}")
+            lines.append(f"{utt_id} 1 {EMPTY_CTM_TIMES} {EMPTY}")
             continue
         for begin, word in zip(_begin_times(len(words)), words, strict=True):
             lines.append(f"{utt_id} 1 {begin} {_WORD_DURATION} {word}")
