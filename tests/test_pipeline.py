@@ -98,6 +98,13 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(project):
     assert [c["epoch"] for c in curves] == list(range(1, TINY_PARAMS["train"]["epochs"] + 1))
     assert "## Information in weights (IIW)" in report
     assert (project / "reports" / "figures" / "iiw_curves.png").stat().st_size > 1000
+    # every model file, checkpoint and snapshot the pipeline wrote holds plain data only (safe to load)
+    written = sorted((project / "models").glob("*.pt")) + sorted((project / "work").rglob("*.pt"))
+    assert {"spm.pt", "model.pt", "last.pt", "epoch_000.pt"} <= {p.name for p in written}
+    import torch
+
+    for path in written:
+        torch.load(path, weights_only=True)
     # the CTM/STM written by evaluate reproduce its numbers through `ctca score` (as the official scripts would)
     scored = run([sys.executable, "-m", "ctca.cli", "score", "work/eval/dev.ctm", "work/eval/dev.stm",
                   "--protocol", evaluation["protocol"], "--json"], project)
