@@ -46,15 +46,19 @@ class SplitEval:
     protocol: str = "none"  # the scoring protocol (ctca.scoring.normalise)
     head: str = "seq"  # the inference head ``result`` scores
     heads: dict[str, WerResult] = field(default_factory=dict)  # every head of the model (VAC: seq and conv)
+    unreadable: list[dict] = field(default_factory=list)  # {"id", "reason"}: scored as empty hypotheses
 
 
 @torch.no_grad()
 def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder, batch_size: int, pad: int,
                    stride: int, crop: int, device: torch.device | str = "cpu", amp: str = "off",
-                   name: str = "dev", protocol: str = "none") -> SplitEval:
+                   name: str = "dev", protocol: str = "none", unreadable: list[dict] = ()) -> SplitEval:
     """Decode every head of ``model`` on ``split`` and score it under ``protocol`` (sclite-exact).
 
     ``result``, ``alignments`` and ``per_signer`` are the inference head's; ``heads`` has every head.
+    ``unreadable`` (``ClipStore.unreadable``): samples of the split whose video could not be read; each
+    is scored as an empty hypothesis of every head, as the official ``mergectmstm`` does for an id
+    without output, so the WER covers every utterance of the split.
     """
     device = torch.device(device)
     was_training = model.training
@@ -86,6 +90,12 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
     if was_training:
         model.train()
     primary = getattr(model, "inference_head", "seq")
+    head_hyps.setdefault(primary, {})  # (a split whose every video was unreadable)
+    for sample in unreadable:
+        refs[sample["id"]] = list(sample["glosses"])
+        signers[sample["id"]] = sample["signer"]
+        for hyps_of_head in head_hyps.values():
+            hyps_of_head[sample["id"]] = []
     hyps = head_hyps[primary]
     scored = score_protocol(refs, hyps, protocol, signers)
     heads = {h: scored.result if h == primary else score_protocol(refs, hh, protocol).result
@@ -93,7 +103,8 @@ def evaluate_split(model, split: ClipSplit, vocab: Vocabulary, decoder: Decoder,
     oov = sum(1 for r in refs.values() for g in r if g not in vocab)
     return SplitEval(split=name, result=scored.result, hyps=hyps, refs=refs, alignments=scored.alignments,
                      per_signer=scored.by_signer or {}, signers=signers, loss=loss_sum / max(n_loss, 1), protocol=protocol,
-                     nonfinite=nonfinite, oov_tokens=oov, head=primary, heads=heads)
+                     nonfinite=nonfinite, oov_tokens=oov, head=primary, heads=heads,
+                     unreadable=[{"id": u["id"], "reason": u["reason"]} for u in unreadable])
 
 
 def write_split_outputs(ev: SplitEval, out_dir) -> None:

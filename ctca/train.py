@@ -229,7 +229,8 @@ def fit(
             if dev_split is not None:
                 dev = evaluate_split(model, dev_split, vocab, decoder, batch_size=params.evaluate.batch_size,
                                      pad=pad, stride=stride, crop=loader_cfg.crop, device=device,
-                                     amp=params.train.amp, protocol=resolve_protocol(params))
+                                     amp=params.train.amp, protocol=resolve_protocol(params),
+                                     unreadable=store.unreadable("dev"))
                 metrics.update({"dev_wer": dev.result.wer, "dev_del": dev.result.del_rate,
                                 "dev_ins": dev.result.ins_rate, "dev_loss": dev.loss})
                 metrics.update({f"dev_wer_{h}": r.wer for h, r in dev.heads.items()})

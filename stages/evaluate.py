@@ -7,6 +7,7 @@ work/eval/summary.json, with the CTM/STM, alignments and per-signer WER next to 
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ctca.config import Params
@@ -28,6 +29,7 @@ from ctca.pipeline import (
 from ctca.tracking import stage_run
 
 HEADLINE = ("wer", "del", "ins")
+log = logging.getLogger(__name__)
 
 
 def headline_metrics(summary: dict) -> dict[str, float]:
@@ -61,10 +63,13 @@ def run(params: Params) -> None:
             t0 = time.perf_counter()
             ev = evaluate_split(model, store.split(split), vocab, decoder, params.evaluate.batch_size,
                                 model.frame_padding, model.stride, params.loader.crop, device,
-                                params.train.amp, name=split, protocol=protocol)
+                                params.train.amp, name=split, protocol=protocol, unreadable=store.unreadable(split))
             seconds = time.perf_counter() - t0
+            for u in ev.unreadable:
+                log.warning("%s: %s is scored as an empty hypothesis: its video was unreadable (%s)", split, u["id"],
+                            u["reason"])
             write_split_outputs(ev, EVAL_DIR)
-            if split == params.evaluate.splits[0]:  # one clip's CTC posteriors for the report's spike picture
+            if split == params.evaluate.splits[0] and len(store.split(split)):  # one clip's CTC posteriors
                 clips = store.split(split)
                 i = clips.ids.index(min(clips.ids))
                 example = posterior_example(model, clips, vocab, i, model.frame_padding, model.stride,
@@ -72,8 +77,9 @@ def run(params: Params) -> None:
                 write_json(EVAL_DIR / "posterior_example.json", example)
             out["splits"][split] = {**ev.result.to_dict(), "loss": ev.loss, "oov_tokens": ev.oov_tokens,
                                     "ms_per_video": 1000 * seconds / max(ev.result.utterances, 1),
-                                    "head": ev.head, "heads": {h: {k: r.to_dict()[k] for k in ("wer", "del", "ins")}
-                                                               for h, r in ev.heads.items()}}
+                                    "unreadable": ev.unreadable, "head": ev.head,
+                                    "heads": {h: {k: r.to_dict()[k] for k in ("wer", "del", "ins")}
+                                              for h, r in ev.heads.items()}}
             per_signer[split] = {s: r.to_dict() for s, r in sorted(ev.per_signer.items())}
             run.log_metrics(out["splits"][split], prefix=f"{split}_")
             run.log_metrics({f"{h}_{k}": v for h, r in out["splits"][split]["heads"].items() for k, v in r.items()},

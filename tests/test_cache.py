@@ -48,7 +48,8 @@ def frames_dir(tmp_path: Path) -> Path:
         "size": SIZE,
         "samples": samples,
         "failed": [
-            {"id": "d9", "split": "dev", "source": "/corpus/d9.mp4", "reason": "video file not found"}
+            {"id": "d9", "split": "dev", "source": "/corpus/d9.mp4", "reason": "video file not found",
+             "signer": "S2", "glosses": ["A", "Q"]}
         ],
         "counts": {"train": {"ok": 3, "failed": 0}, "dev": {"ok": 2, "failed": 1}},
     }
@@ -92,7 +93,10 @@ def test_round_trip(frames_dir, vocab, tmp_path):
         assert sp.total_frames == offset
         assert (out / f"{split}.u8").stat().st_size == offset * SIZE * SIZE * 3
     assert store.verify() == []
-    assert store.index["extraction_failed"] == {"dev": ["d9"]}
+    # the unreadable dev video stays part of its split, with what scoring its reference needs
+    assert store.unreadable("dev") == [{"id": "d9", "signer": "S2", "glosses": ["A", "Q"],
+                                        "reason": "video file not found"}]
+    assert store.unreadable("train") == []
 
 
 def test_oov_glosses_are_kept_listed_and_counted(frames_dir, vocab, tmp_path):

@@ -46,19 +46,20 @@ def test_a_phoenix2014t_tree_goes_through_the_data_stages_with_only_params_chang
 
     corpus = tmp_path / "PHOENIX-2014-T"
     feats = corpus / "features" / "fullFrame-210x260px"
-    rows = {"train": [t_row("tr-0"), t_row("tr-1", orth="__ON__ poss-EUCH HABEN2")], "dev": [t_row("dv-0")],
-            "test": [t_row("te-0")]}
+    rows = {"train": [t_row("tr-0"), t_row("tr-1", orth="__ON__ poss-EUCH HABEN2")],
+            "dev": [t_row("dv-0"), t_row("dv-gone", orth="A B")], "test": [t_row("te-0")]}
     write_t_corpus(corpus, rows)
     for split, lines in rows.items():
         for line in lines:
-            write_png_frames(feats / split / line.split("|")[0], 20)  # the release layout: no 1/ level
+            if not line.startswith("dv-gone"):  # its frame folder is missing: unreadable
+                write_png_frames(feats / split / line.split("|")[0], 20)  # the release layout: no 1/ level
     project = tmp_path / "project"
     project.mkdir()
     monkeypatch.chdir(project)
     monkeypatch.setenv("DVC_ROOT", str(project))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    params = parse_params({"data": {"dataset": "phoenix2014t", "root": str(corpus)},
+    params = parse_params({"data": {"dataset": "phoenix2014t", "root": str(corpus), "max_bad_fraction": 0.5},
                            "frames": {"size": 16, "workers": 1}, "loader": {"crop": 12}})
     synthesize.run(params)
     extract_frames.run(params)
@@ -68,6 +69,11 @@ def test_a_phoenix2014t_tree_goes_through_the_data_stages_with_only_params_chang
     vocab = json.loads((project / "work" / "clips" / "vocab.json").read_text())
     assert "poss-EUCH" in json.dumps(vocab)  # trained on raw glosses; normalisation happens at scoring
     assert resolve_protocol(params) == "phoenix2014t"
+    # the unreadable dev video stays part of the dev set: evaluation scores its reference (an empty hypothesis)
+    from ctca.data.cache import ClipStore
+
+    (gone,) = ClipStore(project / "work" / "clips").unreadable("dev")
+    assert gone["id"] == "dv-gone" and gone["glosses"] == ["A", "B"] and "frame folder" in gone["reason"]
     # their summaries are ordinary outputs for the report, not DVC metrics
     from ctca.pipeline import CACHE_FEATURES_SUMMARY, EXTRACT_FRAMES_SUMMARY, SYNTHESIZE_SUMMARY
 

@@ -55,7 +55,8 @@ def write_clip_store(frames_dir: Path, out_dir: Path, vocab: Vocabulary, progres
 
     Gloss ids come from ``vocab``; out-of-vocabulary glosses stay in ``glosses``, are listed per sample
     (``oov``) and counted per split in the index (never dropped). Samples that failed extraction are
-    listed under ``extraction_failed``. Crash safety: the old ``index.json`` is removed first, shards
+    listed under ``extraction_failed`` with their signer, glosses and reason (evaluation scores them as
+    empty hypotheses, as the official protocol does). Crash safety: the old ``index.json`` is removed first, shards
     are written under a temporary name and renamed, and ``index.json`` is written last, so an
     interrupted run leaves a store that :class:`ClipStore` refuses to open.
 
@@ -119,9 +120,9 @@ def write_clip_store(frames_dir: Path, out_dir: Path, vocab: Vocabulary, progres
                 "samples": sum(1 for e in entries if e["oov"]),
             }
 
-    failed: dict[str, list[str]] = {}
-    for f in manifest["failed"]:
-        failed.setdefault(f["split"], []).append(f["id"])
+    failed: dict[str, list[dict]] = {}
+    for f in manifest["failed"]:  # scored by evaluation as empty hypotheses (ClipStore.unreadable)
+        failed.setdefault(f["split"], []).append({k: f.get(k) for k in ("id", "signer", "glosses", "reason")})
     index = {
         "size": size,
         "frame_shape": frame_shape,
@@ -264,6 +265,12 @@ class ClipStore:
             return self._splits[name]
         except KeyError:
             raise KeyError(f"{self.root / INDEX}: no split {name!r}; the store has {self.splits}") from None
+
+    def unreadable(self, name: str) -> list[dict]:
+        """The samples of split ``name`` whose video could not be read: ``{"id", "signer", "glosses",
+        "reason"}`` each. Not in the store, but part of the split: evaluation scores each as an empty
+        hypothesis (``mergectmstm``'s rule), so a WER covers every utterance of the official set."""
+        return list(self.index.get("extraction_failed", {}).get(name, []))
 
     @property
     def oov(self) -> dict:

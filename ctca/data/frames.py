@@ -153,6 +153,8 @@ def _extract_one(job: tuple[int, Sample, str, int]) -> dict[str, Any]:
         "id": sample.id,
         "split": sample.split,
         "source": str(sample.source),
+        "signer": sample.signer,
+        "glosses": list(sample.glosses),
     }
     info: dict[str, Any] = {}
     try:
@@ -217,7 +219,7 @@ def extract_frames(
     manifest entry (the declared count is only an estimate for some containers).
 
     Returns the manifest: ``{"size", "samples": [{id, split, signer, glosses, n_frames, dir, source}],
-    "failed": [{id, split, source, reason}], "counts": {split: {"ok", "failed"}}}``. Sample order is the
+    "failed": [{id, split, source, reason, signer, glosses}], "counts": {split: {"ok", "failed"}}}``. Sample order is the
     input order, whatever the number of workers.
     """
     if size <= 0:
@@ -265,7 +267,9 @@ def extract_frames(
 
     sample_keys = ("id", "split", "signer", "glosses", "n_frames", "dir", "source", "warning")
     ok = [{k: r[k] for k in sample_keys if k in r} for r in results if r["ok"]]
-    failed = [{k: r[k] for k in ("id", "split", "source", "reason")} for r in results if not r["ok"]]
+    # a failed sample keeps its signer and glosses: its reference is still scored (as an empty hypothesis)
+    failed = [{k: r[k] for k in ("id", "split", "source", "reason", "signer", "glosses")} for r in results
+              if not r["ok"]]
     counts: dict[str, dict[str, int]] = {}
     for r in results:
         c = counts.setdefault(r["split"], {"ok": 0, "failed": 0})
