@@ -1,4 +1,5 @@
-"""Two-process DDP training on CPU over gloo, launched with torchrun exactly as the train stage does."""
+"""Two-process DDP training on CPU over gloo: torchrun as the train stage launches it, and two torchrun
+launchers meeting through the c10d rendezvous, as on two machines."""
 
 import json
 import os
@@ -35,17 +36,42 @@ def _worker(clips: str, out: str, method: str) -> None:  # runs in each torchrun
     (Path(out) / f"seen{rank}.json").write_text(json.dumps({"ids": seen, "history": result.history}))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(script, launcher: str, env: dict) -> None:
+    """``standalone``: one torchrun with two processes (``train.nproc: 2``). ``rendezvous``: two torchrun
+    launchers, as on two machines, meeting through torchrun's c10d rendezvous on localhost (docs in README
+    "Scale"), one process each."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    if launcher == "standalone":
+        procs = [subprocess.Popen([*torchrun, "--standalone", "--nproc-per-node=2", str(script)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    else:
+        endpoint = f"127.0.0.1:{free_port()}"
+        procs = [subprocess.Popen([*torchrun, "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+                                   f"--rdzv-endpoint={endpoint}", "--rdzv-id=ctca-test", str(script)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["baseline", "ctca"])
-def test_two_process_ddp_epoch_keeps_ranks_in_sync(tiny_clips, tmp_path, method):
+@pytest.mark.parametrize("method,launcher", [("baseline", "standalone"), ("ctca", "standalone"),
+                                             ("baseline", "rendezvous")])
+def test_two_process_ddp_epoch_keeps_ranks_in_sync(tiny_clips, tmp_path, method, launcher):
     code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from test_distributed import _worker; "
             f"_worker({str(tiny_clips)!r}, {str(tmp_path)!r}, {method!r})")
     script = tmp_path / "worker.py"
     script.write_text(code)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           str(script)], capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    launch(script, launcher, env)
     p0 = torch.load(tmp_path / "params0.pt")
     p1 = torch.load(tmp_path / "params1.pt")
     assert p0.keys() == p1.keys()
