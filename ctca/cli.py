@@ -153,7 +153,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ctca.compare import collect, write_comparison
+    from ctca.compare import collect, comparison_markdown
 
     rows = collect(args.experiment)
     for f in args.where:
@@ -163,8 +163,11 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"error: no finished DVC experiment (train + evaluate runs) in MLflow experiment {args.experiment!r}"
               + (f" matching {' '.join(args.where)}" if args.where else ""), file=sys.stderr)
         return 2
-    out = write_comparison(rows, Path(args.out), by=args.by)
-    print(out.read_text())
+    text = comparison_markdown(rows, by=args.by)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text, end="")
     return 0
 
 
@@ -178,7 +181,7 @@ def _study(args: argparse.Namespace) -> int:
         print(f"queued {len(names)} experiments: {' '.join(names)}\nrun them with: dvc queue start -j 2 "
               "(progress: dvc queue status), then: ctca study report")
         return 0
-    out = Path(args.out) if args.out else STUDY_DIR / "depth_study.md"
+    out = Path(args.out) if args.out else STUDY_DIR / "README.md"  # shown when the folder is browsed
     if (out.parent / "figures").resolve() == FIGURES_DIR.resolve():
         print(f"error: --out {out}: its figures would go to {FIGURES_DIR}, the report stage's output, which the "
               f"next report run replaces; use another folder (default {STUDY_DIR})", file=sys.stderr)
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("compare", help="compare DVC experiments from MLflow, grouped by a param")
     p.add_argument("--by", default="model.method", help="param to group by (model.method, tam.depth, ...)")
     p.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE", help="keep only matching experiments")
-    p.add_argument("--out", default="reports/methods.md")
+    p.add_argument("--out", help="also write the table to this markdown file (e.g. one under reports/)")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
     p.set_defaults(func=_compare)
 
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more params for every experiment")
     p.add_argument("--out", help="report file; its figures go to figures/ next to it "
-                   "(default reports/study/depth_study.md)")
+                   "(default: the README of reports/study/)")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
     p.set_defaults(func=_study)
 

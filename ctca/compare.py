@@ -107,8 +107,8 @@ def markdown_table(rows: Sequence[dict], by: str = "model.method") -> list[str]:
     return lines
 
 
-def write_comparison(rows: Sequence[dict], out: Path, by: str = "model.method", title: str = "") -> Path:
-    """A markdown file with the grouped table and the per-experiment rows it was computed from."""
+def comparison_markdown(rows: Sequence[dict], by: str = "model.method", title: str = "") -> str:
+    """Markdown: the grouped table and the per-experiment rows it was computed from."""
     protocols = sorted({str(r.get("protocol")) for r in rows})
     lines = [f"# {title or f'Experiments compared by {by}'}", "",
              f"{len(rows)} DVC experiments from MLflow; scoring protocol: {', '.join(protocols) or '–'}. "
@@ -118,9 +118,7 @@ def write_comparison(rows: Sequence[dict], out: Path, by: str = "model.method", 
     for r in sorted(rows, key=lambda r: (str(r.get(by)), str(r.get("train.seed")), r["exp"])):
         lines.append(f"| {r['exp']} | {r.get('model.method')} | {r.get('tam.depth')} | {r.get('train.seed')} | "
                      f"{_fmt(r.get('dev_wer'))} | {_fmt(r.get('test_wer'))} | {_fmt(r.get('parameters'), 0)} |")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(x, digits: int = 2) -> str:

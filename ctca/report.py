@@ -246,7 +246,7 @@ def model_table(train: dict, evaluation: dict) -> list[str]:
         f"{ms} |",
         "",
         "Training-only parameters (auxiliary heads, the other CTCA path, projection heads, decoders) are "
-        "not used at inference. Compare methods across experiments with `ctca compare` (reports/methods.md).",
+        "not used at inference. Compare methods across experiments with `ctca compare`.",
         "",
     ]
 

@@ -86,7 +86,7 @@ def _errorbar(ax, groups: dict[str, list[dict]], key: str, label: str, fmt: str 
 
 
 def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri: str | None = None) -> Path:
-    """``out_md`` (``ctca study report``: reports/study/depth_study.md) and its figures in ``fig_dir``: IIW (SPM,
+    """``out_md`` (``ctca study report``: the README of reports/study/) and its figures in ``fig_dir``: IIW (SPM,
     TAM) and WER against chain depth, IIW per epoch by depth. The markdown links ``figures/<name>.png``, so
     ``fig_dir`` is ``out_md.parent / "figures"``."""
     groups = group(rows, "tam.depth")

@@ -49,6 +49,9 @@ def test_experiments_are_joined_and_grouped_with_mean_and_std(store, monkeypatch
     assert main(["compare", "--out", str(store / "m.md"), "--where", "model.method=vac"]) == 0
     assert "vac-s1" in (store / "m.md").read_text() and "ctca-s0" not in (store / "m.md").read_text()
     assert main(["compare", "--out", str(store / "m.md"), "--where", "model.method=smkd"]) == 2
+    capsys.readouterr()
+    assert main(["compare", "--where", "model.method=vac"]) == 0  # no --out: the table is printed only
+    assert "| vac-s1 |" in capsys.readouterr().out
 
 
 def test_rerun_experiment_uses_its_latest_runs(store, monkeypatch):

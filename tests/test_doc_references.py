@@ -33,9 +33,7 @@ SCANNED = ("README.md", "params.yaml", "dvc.yaml", "reports/README.md", "docs/**
 # Markdown files that the pipeline writes (so they are absent from a fresh checkout) but that code and
 # docs legitimately name, relative to the repository root, with what writes them.
 GENERATED = {
-    "reports/report.md": "the report stage (stages/report.py, ctca/report.py)",
-    "reports/methods.md": "ctca compare (ctca/cli.py, ctca/compare.py)",
-    "reports/study/depth_study.md": "ctca study report (ctca/cli.py, ctca/study.py)",
+    "reports/study/README.md": "ctca study report (ctca/cli.py, ctca/study.py)",
     "report/report.md": "the MLflow artifact path of a logged report (tests/test_tracking.py)",
 }
 # Output paths that one file names on purpose although nothing writes them: (file, path) -> why.
@@ -166,7 +164,7 @@ def test_matcher_finds_broken_references(text):
     "see docs/methods" + MD + "#ctca and docs/iiw" + MD + "#estimators",
     "[scoring](../docs/scoring" + MD + "#alignment)",  # relative to ctca/
     "README" + MD + ", docs/README" + MD,
-    "writes reports/report" + MD + " and reports/study/depth_study" + MD,
+    "writes reports/study/README" + MD + " (a generated output)",
     'out = tmp_path / "m' + MD + '"',
     "https://github.com/owner/repo/blob/main/NOTES" + MD,
     "a markdown" + MD + "x file name that does not end in .md",

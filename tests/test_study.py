@@ -41,7 +41,7 @@ def test_study_report_writes_its_own_folder_that_no_stage_declares(tmp_path, mon
     monkeypatch.setattr(study, "epoch_curves", lambda rows, metric, uri=None: {"1": {1: [1.0]}})
     monkeypatch.chdir(tmp_path)
     assert main(["study", "report"]) == 0
-    assert (tmp_path / STUDY_DIR / "depth_study.md").is_file()
+    assert (tmp_path / STUDY_DIR / "README.md").is_file()
     assert (tmp_path / STUDY_DIR / "figures" / "depth_iiw.png").is_file() and not (tmp_path / FIGURES_DIR).exists()
     # a folder whose figures/ is the report stage's output is refused: the next report run would delete them
     assert main(["study", "report", "--out", "reports/depth_study.md"]) == 2
