@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 TRAIN_PARAMS = ("model.method", "tam.depth", "train.seed", "train.epochs", "data.dataset")
 EVAL_METRICS = ("dev_wer", "dev_del", "dev_ins", "test_wer", "test_del", "test_ins", "test_ms_per_video")

@@ -30,8 +30,12 @@ def _probe(fn: Callable[[], object]) -> str:
     return UNKNOWN if value is None or value == "" else str(value)
 
 
-def _dist_version(name: str) -> str:
-    return metadata.version(name)
+def dist_version(name: str) -> str:
+    """The installed version of distribution ``name`` ("unknown" when it is not installed)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return UNKNOWN
 
 
 def _opencv() -> str:
@@ -133,13 +137,13 @@ def fingerprint() -> dict[str, str]:
     env = {
         "python": _probe(platform.python_version),
         "platform": _probe(_platform),
-        "ctca": _probe(lambda: _dist_version("ctca")),
+        "ctca": _probe(lambda: dist_version("ctca")),
         "git_commit": git_commit(),
         "numpy": _probe(lambda: sys.modules["numpy"].__version__ if "numpy" in sys.modules
-                        else _dist_version("numpy")),
+                        else dist_version("numpy")),
         "opencv": _probe(_opencv),
-        "dvc": _probe(lambda: _dist_version("dvc")),
-        "mlflow": _probe(lambda: _dist_version("mlflow")),
+        "dvc": _probe(lambda: dist_version("dvc")),
+        "mlflow": _probe(lambda: dist_version("mlflow")),
         "cpu_model": _probe(_cpu_model),
         "cpu_count": _probe(os.cpu_count),
         "cpu_usable": _probe(_cpu_usable),

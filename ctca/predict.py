@@ -118,9 +118,10 @@ class Predictor:
     @torch.no_grad()
     def log_probs(self, frames: np.ndarray, name: str) -> torch.Tensor:
         """(T', C) log-posteriors of the inference head for one clip."""
-        if len(frames) < self.min_frames():
+        need = self.min_frames()
+        if len(frames) < need:
             raise PredictError(f"{name}: clip too short for the model ({len(frames)} frames; at least "
-                               f"{self.min_frames()} give one output step)")
+                               f"{need} give one output step)")
         item = {"video": eval_clip(frames, self.crop), "label": torch.zeros(0, dtype=torch.long), "id": name,
                 "glosses": (), "signer": "", "index": 0}
         batch = collate([item], self.model.frame_padding, self.model.stride).to(self.device)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import mlflow  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from ctca.environment import fingerprint  # noqa: E402
+from ctca.environment import fingerprint, git_commit  # noqa: E402
 
 log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"  # where a resumable stage's run id is kept with its checkpoint (StageRun.start)
@@ -62,14 +61,6 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
         return exp.experiment_id
 
 
-def _git_rev(cwd: Path) -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=cwd, text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def _flat_params(params: dict) -> dict:
     from ctca.config import flatten
 
@@ -97,7 +88,7 @@ def stage_run(stage: str, params: dict, experiment: str = "ctca", resumable: boo
         "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
         "dvc.root": str(project_root()),
         "dvc.cwd": os.getcwd(),
-        "mlflow.source.git.commit": _git_rev(Path.cwd()),
+        "mlflow.source.git.commit": git_commit(),
         "mlflow.source.name": " ".join(sys.argv),
     }
     parent_id = None

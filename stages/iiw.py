@@ -10,6 +10,7 @@ the detail the report reads.
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -39,32 +40,36 @@ ESTIMATORS = {"fisher_group": "the paper's estimator: n * mean_i (dtheta . grad 
               "official": "the reference code's: (sum_k dtheta . mean batch gradient / M)^2 per tensor"}
 
 
-def snapshot_models(config: dict) -> list[tuple[int, torch.nn.Module]]:
-    """(epoch, network) for every published snapshot, epoch 0 (the initial weights) first."""
+def snapshot_paths() -> list[Path]:
+    """The published snapshots, epoch 0 (the initial weights) first."""
     paths = sorted(SNAPSHOTS_DIR.glob("epoch_*.pt"))
     if not paths or paths[0].name != "epoch_000.pt":
         raise InputError(f"{SNAPSHOTS_DIR}: no initial weights (epoch_000.pt); rerun the train stage")
-    models = []
-    for path in paths:
-        model = build_recognizer(config)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        models.append((int(path.stem.split("_")[1]), model))
-    return models
+    return paths
+
+
+def load_snapshot(config: dict, path: Path) -> torch.nn.Module:
+    """One snapshot's network (loaded one at a time: at paper scale they do not all fit in memory)."""
+    model = build_recognizer(config)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
 
 
 def run(params: Params) -> None:
     device = select_device(params.train.device)
     model, _, ckpt = load_model(MODEL_FILE, map_location="cpu")
-    snapshots = snapshot_models(ckpt["config"])
+    snapshots = snapshot_paths()
     store = ClipStore(CLIPS_DIR)
     train_split = store.split("train")
     keep, _ = feasibility(train_split, model.frame_padding, model.stride, model)  # the clips training used
     train_clips = train_split.subset(keep)
-    theta0 = iiw_prior(snapshots[0][1], store.split("dev") if "dev" in store.splits else None, params, device)
+    theta0 = iiw_prior(load_snapshot(ckpt["config"], snapshots[0]), store.split("dev") if "dev" in store.splits
+                       else None, params, device)
     with stage_run("iiw", {"iiw": params.section("iiw")}, params.tracking.experiment) as run:
         rows = []
-        for epoch, snap in snapshots[1:]:
-            rep = measure_iiw(snap.to(device), train_clips, theta0, params, device)
+        for path in snapshots[1:]:
+            epoch = int(path.stem.split("_")[1])
+            rep = measure_iiw(load_snapshot(ckpt["config"], path).to(device), train_clips, theta0, params, device)
             rows.append({"epoch": epoch, **rep.flat(), "iiw_seconds": rep.seconds})
             run.log_metrics(rep.flat(), step=epoch)
         rep = measure_iiw(model.to(device), train_clips, theta0, params, device)

@@ -3,8 +3,6 @@ the network of a config dict."""
 
 from __future__ import annotations
 
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -12,6 +10,7 @@ from torch import nn
 
 from ctca.checkpoint import atomic_save, safe_load
 from ctca.data.vocab import Vocabulary
+from ctca.environment import dist_version, git_commit
 from ctca.models.dual_path import DualPathRecognizer
 from ctca.models.recognizer import Recognizer
 
@@ -28,17 +27,8 @@ def build_recognizer(cfg: dict) -> nn.Module:
 
 
 def code_version() -> dict[str, str]:
-    """The ctca package version and, when run from a git checkout, its commit ("" otherwise)."""
-    try:
-        package = version("ctca")
-    except PackageNotFoundError:
-        package = ""
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                         text=True, stderr=subprocess.DEVNULL, timeout=10).strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {"ctca": package, "git_commit": commit}
+    """The ctca package version and the git commit of the checkout this code runs from ("unknown" if none)."""
+    return {"ctca": dist_version("ctca"), "git_commit": git_commit(Path(__file__).resolve().parent)}
 
 
 def model_metadata(params, **extra) -> dict:
