@@ -2,13 +2,15 @@
 
     ctca check-params [params.yaml]     validate a params file (unknown keys, bad values)
     ctca predict MODEL INPUT...         glosses of videos / frame folders / folders of videos with a model file
-    ctca synth OUT [--seed N ...]       render a SynthSign corpus outside the pipeline
+    ctca synth OUT [--seed N ...]       render a SynthSign corpus outside the pipeline (mp4, or --layout png)
     ctca ui [--port 5000]               open the MLflow UI on the project's store
     ctca sync-exps                      tag MLflow runs with their DVC experiment commit
     ctca score HYP REF --protocol P     sclite-exact WER of a hypothesis file against an STM
     ctca compare [--by KEY] [--out F]   experiments from MLflow grouped by a param (mean ± std over seeds)
     ctca study queue|report             the chain-depth study: queue tam.depth x seeds; gather it from MLflow
                                         (reports/study/: written by no DVC stage, so no stage rerun deletes it)
+    ctca queue-doctor [--jobs N]        queue entries a dead `dvc queue` worker left Running, and the DVC
+                                        commands that recover them (exit 1 when something needs doing)
 """
 
 from __future__ import annotations
@@ -34,11 +36,26 @@ def _check_params(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    """Exit 0: rendered; 2: a bad option or from_corpus (the message names the key and what is allowed)."""
+    import yaml
+
     from ctca.data.synthetic import SynthConfig, generate
 
-    cfg = SynthConfig(seed=args.seed, vocab_size=args.vocab_size, n_train=args.n_train, n_dev=args.n_dev,
-                      n_test=args.n_test, from_corpus=args.from_corpus or "")
-    summary = generate(cfg, Path(args.out), workers=args.workers)
+    values = {"seed": args.seed, "vocab_size": args.vocab_size, "n_train": args.n_train, "n_dev": args.n_dev,
+              "n_test": args.n_test, "from_corpus": args.from_corpus or "", "layout": args.layout}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            print(f"synth: error: --set {item!r}: expected KEY=VALUE with KEY a SynthConfig field "
+                  "(e.g. sign_frames=10)", file=sys.stderr)
+            return 2
+        values[key.strip()] = yaml.safe_load(raw)  # numbers as numbers, as in params.yaml
+    try:
+        cfg = SynthConfig.from_dict(values)
+        summary = generate(cfg, Path(args.out), workers=args.workers)
+    except ValueError as exc:  # config values and from_corpus files (CorpusError is a ValueError)
+        print(f"synth: error: {exc}", file=sys.stderr)
+        return 2
     print({k: v for k, v in summary.items() if not isinstance(v, list | dict)})
     return 0
 
@@ -197,6 +214,12 @@ def _study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue_doctor(args: argparse.Namespace) -> int:
+    from ctca.queue_doctor import main as doctor
+
+    return doctor(args.root, args.jobs)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctca", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,10 +242,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=40)
-    p.add_argument("--n-train", type=int, default=600)
+    p.add_argument("--n-train", type=int, default=600,
+                   help="sentences in train; with a --from-corpus folder a cap (the first n of the split's file), "
+                        "-1 = all (same for --n-dev, --n-test)")
     p.add_argument("--n-dev", type=int, default=100)
     p.add_argument("--n-test", type=int, default=100)
-    p.add_argument("--from-corpus", help="a PHOENIX corpus CSV or STM whose sentences to render")
+    p.add_argument("--from-corpus",
+                   help="sentences to render: a PHOENIX corpus CSV or STM (pooled, dealt to the splits at random), "
+                        "or a folder with one file per split (*-train.stm, *-dev.stm, *-test.stm, or "
+                        "{train,dev,test}.corpus.csv, or a corpus root with annotations/manual/): official split "
+                        "kept, in file order, under the file's ids")
+    p.add_argument("--layout", choices=("mp4", "png"), default="mp4",
+                   help="mp4: one video per sentence; png: the PHOENIX-2014 release's PNG frame folders "
+                        "(lossless, ~14x the disk), readable as data.dataset=phoenix2014")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="any other SynthConfig field (ctca/data/synthetic.py), e.g. sign_frames=10 "
+                        "transition_frames=4")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=_synth)
 
@@ -251,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
     p.add_argument("--experiment", default="ctca")
     p.set_defaults(func=_sync_exps)
+
+    p = sub.add_parser("queue-doctor", help="find queue entries a dead dvc queue worker left behind; print the fix")
+    p.add_argument("--root", default=".", help="the DVC project (default: the current folder)")
+    p.add_argument("--jobs", type=int, help="workers for the `dvc queue start -j N` it suggests (default: as many "
+                   "as were started)")
+    p.set_defaults(func=_queue_doctor)
 
     from ctca.scoring.normalise import PROTOCOLS
 

@@ -61,7 +61,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SynthConfigSection:
-    """Generator knobs of the SynthSign corpus (the full list and meaning: ctca.data.synthetic.SynthConfig)."""
+    """Generator knobs of the SynthSign corpus (the full list and meaning: ctca.data.synthetic.SynthConfig).
+
+    ``from_corpus`` may name one sentence file (pooled, dealt to the splits at random) or a folder of
+    train/dev/test split files (each split keeps its own sentences, in file order; ``n_*`` cap them and
+    -1 takes all); ``layout`` is ``mp4`` (one video per sentence) or ``png`` (PHOENIX-2014 frame folders).
+    """
 
     seed: int = _SYNTH.seed
     vocab_size: int = _SYNTH.vocab_size
@@ -79,6 +84,7 @@ class SynthConfigSection:
     noise: float = _SYNTH.noise
     signer_variation: float = _SYNTH.signer_variation
     from_corpus: str = _SYNTH.from_corpus
+    layout: Literal["mp4", "png"] = _SYNTH.layout
     workers: int = 2
 
     def generator_config(self) -> _SYNTH:
@@ -88,7 +94,9 @@ class SynthConfigSection:
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
         # dev is needed for model selection; test for the report
         for k in ("n_dev", "n_test"):
-            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
+            _check(getattr(self, k) >= 1 or getattr(self, k) == -1, f"{p}.{k}", getattr(self, k),
+                   "an integer >= 1, or -1 (all the sentences of the split's file) when from_corpus names a "
+                   "folder of split files")
         try:  # the generator's own checks, reported under this section's key names
             self.generator_config()
         except ValueError as exc:
@@ -99,10 +107,14 @@ class SynthConfigSection:
 class FramesConfig:
     size: int = 40  # frames resized to size x size (the reference code uses 256)
     workers: int = 2
+    codec: Literal["png", "jpeg"] = "png"  # how extract_frames stores frames in its shards (png: lossless)
+    quality: int = 90  # codec=jpeg: JPEG quality
+    store: Literal["raw", "encoded"] = "raw"  # clip store: raw decoded uint8, or an index into the frame shards
 
     def validate(self, p: str) -> None:
         _check(8 <= self.size <= 512, f"{p}.size", self.size, "8 <= size <= 512")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "an integer >= 1")
+        _check(1 <= self.quality <= 100, f"{p}.quality", self.quality, "an integer in 1..100")
 
 
 @dataclass(frozen=True)
@@ -284,10 +296,12 @@ class TrainConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch/OpenCV CPU threads; 0 = automatic: usable cores // ctca runs at once (ctca.cores)
     nproc: int = 1  # > 1: the train stage relaunches itself under torchrun (DDP, one process per GPU)
+    checkpoint_steps: int = 0  # > 0: also checkpoint every N steps within an epoch (long epochs at paper scale)
 
     def validate(self, p: str) -> None:
+        _check(self.checkpoint_steps >= 0, f"{p}.checkpoint_steps", self.checkpoint_steps, "an integer >= 0")
         _check(self.epochs >= 1, f"{p}.epochs", self.epochs, "an integer >= 1")
         _check(self.lr > 0, f"{p}.lr", self.lr, "> 0")
         _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, ">= 0")

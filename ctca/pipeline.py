@@ -40,6 +40,7 @@ SNAPSHOTS_DIR = Path("work/snapshots")  # train: weights at epoch 0 (initial) an
 IIW_DETAIL = Path("work/iiw/detail.json")  # estimators, per-group stats and parameters, n_train, cost_ratio
 STAGES_DIR = Path("work/stages")  # one summary per data-preparation stage
 SYNTHESIZE_SUMMARY = STAGES_DIR / "synthesize.json"
+CORPUS_FINGERPRINT = STAGES_DIR / "corpus.json"  # check_corpus: what extract_frames reads, by name and size
 EXTRACT_FRAMES_SUMMARY = STAGES_DIR / "extract_frames.json"
 CACHE_FEATURES_SUMMARY = STAGES_DIR / "cache_features.json"
 PRETRAIN_SPM_SUMMARY = STAGES_DIR / "pretrain_spm.json"

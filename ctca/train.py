@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ctca.checkpoint import atomic_save, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ctca.codebase import code_digest, ctca_imports
 from ctca.config import Params, fingerprint, to_dict
+from ctca.cores import share_cores
 from ctca.data.cache import ClipStore
 from ctca.data.loader import AugmentConfig, ClipDataset, make_loader
 from ctca.data.vocab import Vocabulary
@@ -41,7 +42,7 @@ from ctca.models.resnet import load_pretrained
 
 log = logging.getLogger(__name__)
 # train.* keys that decide where and how fast a run goes, not what it learns: not part of the fingerprint
-RUNTIME_KEYS = ("threads", "nproc", "device")
+RUNTIME_KEYS = ("threads", "nproc", "device", "checkpoint_steps")
 
 
 @dataclass
@@ -109,8 +110,7 @@ def fit(
     ``on_epoch(epoch, metrics)`` is called for the epochs trained by this call only, never again for the
     epochs of the checkpoint it resumed from.
     """
-    if params.train.threads:
-        torch.set_num_threads(params.train.threads)
+    share_cores(params.train.threads)  # 0: share the cores with the ctca runs going on (ctca.cores)
     ctx, device = init_distributed(select_device(params.train.device))
     store = ClipStore(clips_dir)
     vocab = Vocabulary.load(clips_dir / "vocab.json")
@@ -160,7 +160,7 @@ def fit(
     last = ckpt_dir / "last.pt"
     history: list[dict] = []
     best = {"epoch": -1, "wer": float("inf"), "state": None}
-    start_epoch, resumed_from = 0, None
+    start_epoch, resumed_from, partial = 0, None, None
     if last.is_file():
         ckpt = load_checkpoint(last)
         if ckpt.get("fingerprint") == fp:
@@ -171,9 +171,11 @@ def fit(
             best = ckpt["best"]
             method.load_state_dict(ckpt["method_state"])
             start_epoch = resumed_from = ckpt["epoch"] + 1
+            partial = ckpt.get("partial")  # written within an epoch (train.checkpoint_steps)
             if snapshot_every:
                 snapshots += [snapshot_path(ckpt_dir, e) for e in range(1, start_epoch + 1) if e % snapshot_every == 0]
-            log.warning("resuming from %s: %d of %d epochs done", last, start_epoch, total_epochs)
+            log.warning("resuming from %s: %d of %d epochs done%s", last, start_epoch, total_epochs,
+                        f", and {partial['step']} steps of the next" if partial else "")
         else:
             log.warning("%s was written under another configuration; starting over", last)
     extras = ckpt.get("extras", {}) if resumed_from is not None else {}
@@ -181,18 +183,46 @@ def fit(
         extras = _plain_data(on_start(extras if resumed_from is not None else None) or {})
     log.info("training %s: %s", method.name, ", ".join(method.describe()))
 
+    every = params.train.checkpoint_steps
     for epoch in range(start_epoch, total_epochs):
         t0 = time.time()
         for group in optimizer.param_groups:
             group["lr"] = method.lr_at(epoch)
-        hook_metrics = method.on_epoch_start(model, epoch)
+        threads = share_cores(params.train.threads)  # a run left alone gets the cores back
+        if partial is None:
+            hook_metrics = method.on_epoch_start(model, epoch)
+            sums: dict[str, float] = {}
+            total, n_samples, nonfinite, frames, skipped, done = 0.0, 0, 0, 0, 0, 0
+        else:  # resumed within this epoch: its start hook ran before (its state is in the checkpoint)
+            hook_metrics, sums = partial["hook_metrics"], partial["sums"]
+            total, n_samples, nonfinite, frames, skipped = partial["counters"]
+            done = partial["step"]
+            t0 -= partial["seconds"]
+            partial = None
         model.train()
         train_loader.set_epoch(epoch)  # augmentation and batch order depend only on (seed, epoch)
-        sums: dict[str, float] = {}
-        total, n_samples, nonfinite, frames, skipped = 0.0, 0, 0, 0, 0
+        train_loader.batch_sampler.start = done  # the batches a step checkpoint already covered are not loaded
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{total_epochs}", disable=not progress or not ctx.is_main,
-                   leave=False)
-        for batch in bar:
+                   leave=False, initial=done, total=len(train_loader))
+        for step, batch in enumerate(bar, start=done + 1):
+            if every and (step - 1) % every == 0 and step - 1 > done:
+                # every N completed steps, before the next: a resume loads this and goes on from batch `step`
+                counters = all_reduce_sum([total, n_samples, nonfinite, frames, skipped]
+                                          + [sums[k] for k in sorted(sums)], ctx, device)
+                if ctx.is_main:
+                    save_checkpoint(last, fingerprint=fp, epoch=epoch - 1, model=model.state_dict(),
+                                    optimizer=optimizer.state_dict(), rng=rng_state(), history=history, best=best,
+                                    method_state=method.state_dict(), params=to_dict(params), extras=extras,
+                                    partial={"step": step - 1, "seconds": time.time() - t0,
+                                             "hook_metrics": hook_metrics, "counters": counters[:5],
+                                             "sums": dict(zip(sorted(sums), counters[5:], strict=True))})
+                # other ranks continue from zero sums after a resume: the epoch's all-reduce adds them up
+                if not ctx.is_main:
+                    sums = {k: 0.0 for k in sums}
+                    total, n_samples, nonfinite, frames, skipped = 0.0, 0, 0, 0, 0
+                else:
+                    total, n_samples, nonfinite, frames, skipped = counters[:5]
+                    sums = dict(zip(sorted(sums), counters[5:], strict=True))
             batch = batch.to(device)
             with autocast(device, params.train.amp):
                 out = net(batch.video, batch.mask, batch.lengths, **method.forward_options)
@@ -220,7 +250,7 @@ def fit(
         seconds = time.time() - t0
         metrics = {"train_loss": total / max(n_samples, 1), "nonfinite_samples": int(nonfinite),
                    "skipped_batches": int(skipped), "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
-                   "train_frames_per_second": frames / max(seconds, 1e-9), **hook_metrics}
+                   "train_frames_per_second": frames / max(seconds, 1e-9), "torch_threads": threads, **hook_metrics}
         metrics.update({f"loss_{k}": v / max(n_samples, 1) for k, v in zip(keys, reduced[5:], strict=True)})
         if nonfinite and ctx.is_main:
             log.warning("epoch %d: %d samples had a non-finite CTC loss (excluded from the mean); %d batches "

@@ -1,4 +1,5 @@
-"""Stage cache_features: pack the resized frames into the uint8 clip store; build the train-only vocabulary."""
+"""Stage cache_features: the clip store (decoded uint8 clips, or an index into the frame shards) and the train-only
+vocabulary."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ def run(params: Params) -> None:
     if not train:
         raise InputError(f"{FRAMES_DIR / 'manifest.json'}: no training sample; cannot build the gloss vocabulary")
     vocab = Vocabulary.build(train)
-    with stage_run("cache_features", {"frames.size": params.frames.size}, params.tracking.experiment) as run:
-        summary = write_clip_store(FRAMES_DIR, CLIPS_DIR, vocab)
+    with stage_run("cache_features", {"frames.store": params.frames.store}, params.tracking.experiment) as run:
+        summary = write_clip_store(FRAMES_DIR, CLIPS_DIR, vocab, store=params.frames.store)
         bad = ClipStore(CLIPS_DIR).verify()
         if bad:
             raise InputError(f"{CLIPS_DIR}: {len(bad)} clips fail their checksum right after writing: {bad[:5]}")
-        metrics = {"vocab_size": len(vocab.glosses),
+        metrics = {"vocab_size": len(vocab.glosses), "store": params.frames.store,
+                   "bytes": sum(s["bytes"] for s in summary["splits"].values()),
                    "oov": {split: {"glosses": o["glosses"], "types": len(o["types"])}
                            for split, o in summary["oov"].items()}}
         write_json(CACHE_FEATURES_SUMMARY, metrics)

@@ -11,6 +11,7 @@ import logging
 import time
 
 from ctca.config import Params
+from ctca.cores import share_cores
 from ctca.data.cache import ClipStore
 from ctca.decode import make_decoder
 from ctca.device import select_device
@@ -46,6 +47,7 @@ def headline_metrics(summary: dict) -> dict[str, float]:
 
 
 def run(params: Params) -> None:
+    share_cores(params.train.threads)  # 0 = share the cores with the ctca runs going on
     protocol = resolve_protocol(params)
     device = select_device(params.train.device)
     model, vocab, ckpt = load_model(MODEL_FILE, map_location=device)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ctca.config import Params
+from ctca.cores import share_cores
 from ctca.data.cache import ClipStore
 from ctca.device import select_device
 from ctca.iiw import IIW_GROUPS, iiw_prior, measure_iiw
@@ -56,6 +57,7 @@ def load_snapshot(config: dict, path: Path) -> torch.nn.Module:
 
 
 def run(params: Params) -> None:
+    share_cores(params.train.threads)  # 0 = share the cores with the ctca runs going on
     device = select_device(params.train.device)
     model, _, ckpt = load_model(MODEL_FILE, map_location="cpu")
     snapshots = snapshot_paths()

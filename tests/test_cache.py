@@ -1,16 +1,21 @@
-"""Tests of the uint8 clip store: round trip, checksums, OOV accounting, and refusing broken stores."""
+"""Tests of the clip store, raw (uint8) and encoded (an index into the frame shards): round trip, reads of
+frame subsets and crops, checksums, OOV accounting, and refusing broken stores."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import ctca.data.cache as cache
 from ctca.data.cache import ClipMeta, ClipStore, write_clip_store
-from ctca.data.frames import write_frames, write_json_atomic
+from ctca.data.frames import FRAMES_FORMAT, write_json_atomic
+from ctca.data.shards import ShardWriter, encode_frame
 from ctca.data.vocab import Vocabulary
 
 SIZE = 8
@@ -27,12 +32,16 @@ def frames_of(split: str, i: int, n: int) -> np.ndarray:
 
 @pytest.fixture
 def frames_dir(tmp_path: Path) -> Path:
-    """An extracted-frames tree as extract_frames writes it (PNG folders + manifest), with one failure."""
+    """A frame store as extract_frames writes it (PNG shards, two shards for train, + manifest), with one
+    failure; written here with the shard writer, not by extract_frames."""
     root = tmp_path / "frames"
-    samples = []
+    root.mkdir()
+    samples, shards = [], []
     for split, clips in CLIPS.items():
+        writer = ShardWriter(root, split, shard_bytes=1500)
         for i, (cid, glosses, n) in enumerate(clips):
-            write_frames(frames_of(split, i, n), root / split / cid)
+            encoded = [encode_frame(f, "png") for f in frames_of(split, i, n)]
+            shard, first = writer.add(encoded)
             samples.append(
                 {
                     "id": cid,
@@ -40,12 +49,19 @@ def frames_dir(tmp_path: Path) -> Path:
                     "signer": f"S{i}",
                     "glosses": glosses,
                     "n_frames": n,
-                    "dir": f"{split}/{cid}",
+                    "shard": shard,
+                    "first": first,
+                    "sha1": hashlib.sha1(b"".join(encoded)).hexdigest(),
                     "source": f"/corpus/{cid}.mp4",
                 }
             )
+        shards += writer.close()
     manifest = {
+        "format": FRAMES_FORMAT,
         "size": SIZE,
+        "codec": "png",
+        "quality": None,
+        "shards": shards,
         "samples": samples,
         "failed": [
             {"id": "d9", "split": "dev", "source": "/corpus/d9.mp4", "reason": "video file not found",
@@ -145,25 +161,34 @@ def test_interrupted_write_leaves_no_valid_store(frames_dir, vocab, tmp_path, mo
     out = tmp_path / "clips"
     write_clip_store(frames_dir, out, vocab, progress=False)
     calls = {"n": 0}
-    real = cache.read_frames
+    real = cache.read_sample
 
-    def crash_on_fourth(path):
+    def crash_on_fourth(folder, sample):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real(path)
+        return real(folder, sample)
 
-    monkeypatch.setattr(cache, "read_frames", crash_on_fourth)
+    monkeypatch.setattr(cache, "read_sample", crash_on_fourth)
     with pytest.raises(KeyboardInterrupt):
         write_clip_store(frames_dir, out, vocab, progress=False)
     with pytest.raises(FileNotFoundError, match="index.json"):
         ClipStore(out)
 
 
-def test_manifest_frame_count_mismatch_names_the_folder(frames_dir, vocab, tmp_path):
-    (frames_dir / "train" / "t1" / "000002.png").unlink()
-    with pytest.raises(ValueError, match=r"train/t1.*expected \(3, 8, 8, 3\)"):
+def test_manifest_frame_count_mismatch_names_the_sample(frames_dir, vocab, tmp_path):
+    manifest = json.loads((frames_dir / "manifest.json").read_text())
+    manifest["samples"][1]["n_frames"] = 2  # t1 has 3 frames
+    write_json_atomic(frames_dir / "manifest.json", manifest)
+    with pytest.raises(ValueError, match=r"train/t1.*sha1"):
         write_clip_store(frames_dir, tmp_path / "clips", vocab, progress=False)
+    manifest["samples"][1]["n_frames"] = 300
+    write_json_atomic(frames_dir / "manifest.json", manifest)
+    with pytest.raises(ValueError, match=r"train/t1.*outside"):
+        write_clip_store(frames_dir, tmp_path / "clips", vocab, progress=False)
+    write_clip_store(frames_dir, tmp_path / "enc", vocab, progress=False, store="encoded")
+    with pytest.raises(ValueError, match=r"train/t1.*outside"):
+        ClipStore(tmp_path / "enc")
 
 
 def test_split_pickles_without_its_data(frames_dir, vocab, tmp_path):
@@ -175,3 +200,87 @@ def test_split_pickles_without_its_data(frames_dir, vocab, tmp_path):
     assert np.array_equal(clone[2], sp[2])
     sub = sp.subset([2, 0])
     assert sub.ids == ["t2", "t0"] and np.array_equal(sub[0], sp[2])
+
+
+def test_encoded_store_round_trip_without_copying_pixels(frames_dir, vocab, tmp_path):
+    out = tmp_path / "clips"
+    summary = write_clip_store(frames_dir, out, vocab, progress=False, store="encoded")
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "vocab.json"]
+    assert summary["store"] == "encoded"
+    shard_bytes = sum((frames_dir / f"dev-{k:03d}.frames").stat().st_size for k in range(1)
+                      if (frames_dir / f"dev-{k:03d}.frames").exists())
+    assert summary["splits"]["dev"]["bytes"] == shard_bytes and summary["splits"]["dev"]["frames"] == 10
+    store = ClipStore(out)
+    assert store.splits == ["train", "dev"] and store.vocab == vocab
+    assert {m.shard for m in store.split("train").metas} == {"train-000", "train-001"}  # rolled over
+    for split, clips in CLIPS.items():
+        sp = store.split(split)
+        for i, (_cid, glosses, n) in enumerate(clips):
+            assert np.array_equal(sp[i], frames_of(split, i, n))  # png is lossless
+            assert sp.meta(i).gloss_ids == tuple(vocab.encode(glosses)[0])
+    assert store.verify() == []
+    assert store.unreadable("dev")[0]["id"] == "d9"
+
+
+@pytest.mark.parametrize("store_kind", ["raw", "encoded"])
+def test_read_gives_the_asked_frames_and_crop(frames_dir, vocab, tmp_path, store_kind):
+    write_clip_store(frames_dir, tmp_path / "clips", vocab, progress=False, store=store_kind)
+    sp = ClipStore(tmp_path / "clips").split("train")
+    full = frames_of("train", 2, 7)
+    times = np.array([0, 0, 3, 6, 6, 6])  # repeats, as a lengthening temporal rescale draws
+    got = sp.read(2, times, (1, 2, 5))
+    assert got.shape == (6, 5, 5, 3)
+    assert np.array_equal(got, full[times, 1:6, 2:7])
+    assert np.array_equal(sp.read(2), full)
+
+
+def test_encoded_store_detects_corruption_and_missing_frames(frames_dir, vocab, tmp_path):
+    out = tmp_path / "clips"
+    write_clip_store(frames_dir, out, vocab, progress=False, store="encoded")
+    store = ClipStore(out)
+    meta = store.split("dev").meta(1)
+    offsets = np.load(frames_dir / f"{meta.shard}.offsets.npy")
+    shard = frames_dir / f"{meta.shard}.frames"
+    data = bytearray(shard.read_bytes())
+    data[int(offsets[meta.offset]) + 60] ^= 0x01
+    shard.write_bytes(bytes(data))
+    assert ClipStore(out).verify() == [("dev", "d1")]
+    shard.write_bytes(bytes(data[:-3]))
+    with pytest.raises(ValueError, match=r"dev-000\.frames.*truncated"):
+        ClipStore(out)
+    for p in frames_dir.iterdir():
+        p.unlink()
+    frames_dir.rmdir()
+    with pytest.raises(FileNotFoundError, match="frame shards of split 'train' not found"):
+        ClipStore(out)
+
+
+def test_encoded_split_pickles_without_its_maps(frames_dir, vocab, tmp_path):
+    write_clip_store(frames_dir, tmp_path / "clips", vocab, progress=False, store="encoded")
+    sp = ClipStore(tmp_path / "clips").split("train")
+    _ = sp[0]  # maps a shard
+    clone = pickle.loads(pickle.dumps(sp))
+    assert all(r._data is None for r in clone._readers.values())
+    assert np.array_equal(clone[2], sp[2])
+    sub = sp.subset([2, 0])
+    assert sub.ids == ["t2", "t0"] and np.array_equal(sub[0], sp[2])
+
+
+def test_loader_items_are_identical_on_both_stores(frames_dir, vocab, tmp_path):
+    """A lossless encoded store feeds training exactly what the raw store does (same crops, frames, flips)."""
+    from ctca.data.loader import AugmentConfig, ClipDataset
+
+    write_clip_store(frames_dir, tmp_path / "raw", vocab, progress=False, store="raw")
+    write_clip_store(frames_dir, tmp_path / "enc", vocab, progress=False, store="encoded")
+    aug = AugmentConfig(crop=6, flip=0.5, temporal_rescale=0.5, min_frames=1, max_frames=20)
+    for train in (True, False):
+        raw = ClipDataset(ClipStore(tmp_path / "raw").split("train"), aug, train=train, seed=3)
+        enc = ClipDataset(ClipStore(tmp_path / "enc").split("train"), aug, train=train, seed=3)
+        for epoch in (0, 1):
+            raw.set_epoch(epoch)
+            enc.set_epoch(epoch)
+            for i in range(len(raw)):
+                a, b = raw[i], enc[i]
+                assert torch.equal(a["video"], b["video"]) and torch.equal(a["label"], b["label"])
+                # and the same as augmenting the whole clip in memory (the path ctca predict uses)
+                assert torch.equal(a["video"], raw.make_item(i, frames_of("train", i, CLIPS["train"][i][2]))["video"])

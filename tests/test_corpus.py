@@ -13,6 +13,7 @@ import pytest
 
 from ctca.data.corpus import (
     PHOENIX2014_KNOWN_BROKEN,
+    PHOENIX_FEATURES,
     READERS,
     SPLITS,
     CorpusError,
@@ -24,7 +25,7 @@ from ctca.data.corpus import (
     open_corpus,
     split_glosses,
 )
-from ctca.data.frames import FrameExtractionError, extract_frames, read_frames
+from ctca.data.frames import FrameExtractionError, extract_frames, read_sample
 from ctca.data.vocab import Vocabulary
 
 HEADER = "id|folder|signer|annotation\n"
@@ -373,7 +374,7 @@ def test_csl_daily_jpeg_frame_folders_extract(tmp_path):
     got = {s["id"]: s for s in manifest["samples"]}
     assert got[names[0]]["n_frames"] == 5 and got[names[1]]["n_frames"] == 3
     assert got[names[0]]["signer"] == "P0000" and got[names[0]]["glosses"] == ["他", "今天", "年龄", "4"]
-    out = read_frames(tmp_path / "out" / got[names[0]]["dir"])
+    out = read_sample(tmp_path / "out", got[names[0]])
     assert out.shape == (5, 8, 8, 3)
     # JPEG is lossy: the flat BGR (10i, 100, 200) frame comes back close to RGB (200, 100, 10i)
     assert np.abs(out[2].astype(int) - np.array([200, 100, 20])).max() <= 8
@@ -420,3 +421,37 @@ def test_frames_are_read_in_natural_order_when_numbers_are_not_zero_padded(tmp_p
         (tmp_path / f"img_{i}.jpg").write_bytes(b"")
     s = Sample(id="x", split="dev", signer="P0", glosses=("A",), source=tmp_path, kind="frames", pattern="*.jpg")
     assert [p.name for p in s.frame_paths()] == ["img_1.jpg", "img_2.jpg", "img_10.jpg", "img_11.jpg"]
+
+
+def test_corpus_fingerprint_follows_names_sizes_and_labels_not_mtimes(tmp_path):
+    import os
+    import shutil
+
+    from ctca.data.corpus import corpus_fingerprint
+
+    root = tmp_path / "c"
+    write_corpus(root, {"train": ["a|a/1/*.png|Signer01|X Y", "b|b/1/*.png|Signer02|Y"],
+                        "dev": ["c|c/1/*.png|Signer01|X", "gone|gone/1/*.png|Signer01|X"], "test": []})
+    for sid, n in (("a", 3), ("b", 2)):
+        write_png_frames(root / PHOENIX_FEATURES / "train" / sid / "1", n)
+    write_png_frames(root / PHOENIX_FEATURES / "dev" / "c" / "1", 4)
+    base = corpus_fingerprint(Phoenix2014Reader(root))
+    assert base["samples"] == {"train": 2, "dev": 2} and base["media_files"] == 9 and base["missing"] == 1
+    assert base["media_bytes"] == sum(p.stat().st_size for p in root.rglob("*.png"))
+
+    frame = root / PHOENIX_FEATURES / "train" / "a" / "1" / "images0001.png"
+    os.utime(frame, (1, 1))  # touched: same fingerprint (a copy elsewhere keeps its fingerprint too)
+    assert corpus_fingerprint(Phoenix2014Reader(root)) == base
+    shutil.copytree(root, tmp_path / "moved")
+    assert corpus_fingerprint(Phoenix2014Reader(tmp_path / "moved"))["sha256"] == base["sha256"]
+
+    frame.write_bytes(frame.read_bytes() + b"\0")  # a frame of another size
+    assert corpus_fingerprint(Phoenix2014Reader(root))["sha256"] != base["sha256"]
+    frame.write_bytes(frame.read_bytes()[:-1])
+    assert corpus_fingerprint(Phoenix2014Reader(root))["sha256"] == base["sha256"]
+    write_png_frames(root / PHOENIX_FEATURES / "dev" / "gone" / "1", 1)  # the missing folder appears
+    assert corpus_fingerprint(Phoenix2014Reader(root))["sha256"] != base["sha256"]
+    shutil.rmtree(root / PHOENIX_FEATURES / "dev" / "gone")
+    csv = root / "annotations" / "manual" / "train.corpus.csv"
+    csv.write_text(csv.read_text().replace("X Y", "X Z"))  # a relabelled sentence
+    assert corpus_fingerprint(Phoenix2014Reader(root))["sha256"] != base["sha256"]

@@ -28,7 +28,7 @@ def _worker(clips: str, out: str, method: str) -> None:  # runs in each torchrun
         return collate(samples, pad, stride)
 
     loader.collate = spy  # which clips this rank trained on
-    params = parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1}, "model": {"method": method},
+    params = parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1, "device": "cpu"}, "model": {"method": method},
                            "ctca": {"downsample": "pool4"}})
     rank = int(os.environ["RANK"])
     result = fit(params, Path(clips), Path(out) / "ckpt", progress=False)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ctca.data.corpus import SPLITS, Phoenix2014Reader, SynthSignReader
+from ctca.data.corpus import SPLITS, Phoenix2014Reader, SynthSignReader, open_corpus
 from ctca.data.synthetic import (
     ATTRIBUTES,
     HANDSHAPES,
@@ -412,6 +412,179 @@ def test_metadata_is_plain_json(tiny):
     root, _ = tiny
     meta = json.loads((root / "synthsign.json").read_text())
     assert SynthConfig.from_dict(meta["config"]) == TINY
+    assert "layout" not in meta["config"]  # the default layout adds no key: synthsign.json is as before
     assert {s["name"] for s in meta["signers"]} == {f"Signer0{i}" for i in range(1, 5)}
     assert meta["video"] == {"width": 210, "height": 260, "fps": 25, "fourcc": "mp4v",
                              "features": "features/fullFrame-210x260px", "encoder": encoder_build()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# from_corpus as a folder of split files (the official split kept) and the PHOENIX-2014 PNG layout
+
+SPLIT_SOURCE = {
+    "train": [("01April_2010_Thursday_heute_default-0", "__ON__ LIEB ZUSCHAUER  ABEND __OFF__"),
+              ("01April_2010_Thursday_heute_default-2", "WEST WARM WEST BLEIBEN"),
+              ("01April_2010_Thursday_heute_default-3", "KUEHL NACHT MINUS"),
+              ("02April_2010_Friday_tagesschau_default-1", "REGEN loc-NORD")],
+    "dev": [("29July_2010_Thursday_heute_default-7", "__ON__ TEMPERATUR MORGEN"),
+            ("24June_2011_Friday_tagesschau_default-9", "NORDOST IX __OFF__")],
+    "test": [("24January_2013_Thursday_heute_default-12", "SAMSTAG KALT"),
+             ("07December_2010_Tuesday_heute_default-6", "SUED NORD SONNE"),
+             ("28July_2010_Wednesday_tagesschau_default-7", "__ON__ MORGEN REGEN")],
+}
+
+
+def write_split_stms(folder: Path, source: dict[str, list[tuple[str, str]]] = SPLIT_SOURCE) -> Path:
+    """PHOENIX-style groundtruth STMs, one per split, as in phoenix2014-release/.../evaluation/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in source.items():
+        lines = [f"{sid} 1 Signer0{i % 3 + 1} 0.0 1.79769e+308 {glosses}\n" for i, (sid, glosses) in enumerate(rows)]
+        (folder / f"phoenix2014-groundtruth-{split}.stm").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def expected_split(split: str, n: int | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    return [(sid, tuple(glosses.split())) for sid, glosses in SPLIT_SOURCE[split][:n]]
+
+
+def test_split_folder_keeps_the_official_split_in_file_order(tmp_path):
+    folder = write_split_stms(tmp_path / "stms")
+    (folder / "notes.txt").write_text("not a split file")
+    cfg = replace(TINY, from_corpus=str(folder), n_train=-1, n_dev=-1, n_test=-1)
+    corpus = build_corpus(cfg)
+    for split in SPLITS:  # every sentence of each split's own file, in order, under the file's ids
+        assert [(p.id, p.glosses) for p in corpus["plans"][split]] == expected_split(split)
+    assert corpus["source"]["format"] == "split_files"
+    assert {s: d["sentences_in_file"] for s, d in corpus["source"]["splits"].items()} == {"train": 4, "dev": 2,
+                                                                                           "test": 3}
+    assert corpus["source"]["splits"]["dev"]["file"].endswith("phoenix2014-groundtruth-dev.stm")
+    vocab = {g for rows in SPLIT_SOURCE.values() for _, a in rows for g in a.split()} - set(REST_GLOSSES)
+    assert {s.gloss for s in corpus["signs"]} == vocab
+    assert build_corpus(cfg)["plans"] == corpus["plans"]  # deterministic
+
+
+def test_split_folder_counts_are_caps_on_each_split(tmp_path):
+    folder = write_split_stms(tmp_path / "stms")
+    plans = build_corpus(replace(TINY, from_corpus=str(folder), n_train=2, n_dev=1, n_test=50))["plans"]
+    assert [(p.id, p.glosses) for p in plans["train"]] == expected_split("train", 2)  # the first n, in file order
+    assert [(p.id, p.glosses) for p in plans["dev"]] == expected_split("dev", 1)
+    assert [(p.id, p.glosses) for p in plans["test"]] == expected_split("test")  # fewer than the cap: all
+    plans = build_corpus(replace(TINY, from_corpus=str(folder), n_train=1, n_dev=0, n_test=0))["plans"]
+    assert [len(plans[s]) for s in SPLITS] == [1, 0, 0]
+
+
+def test_split_folder_of_phoenix_corpus_csvs_or_a_corpus_root(tmp_path):
+    # the PHOENIX-2014 annotations/manual/{train,dev,test}.corpus.csv, named directly or through the corpus root
+    manual = tmp_path / "phoenix-2014-multisigner" / "annotations" / "manual"
+    manual.mkdir(parents=True)
+    for split, rows in SPLIT_SOURCE.items():
+        lines = ["id|folder|signer|annotation"] + [f"{sid}|{sid}/1/*.png|Signer01|{a}" for sid, a in rows]
+        (manual / f"{split}.corpus.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for where in (manual, manual.parents[1]):
+        corpus = build_corpus(replace(TINY, from_corpus=str(where), n_train=-1, n_dev=-1, n_test=-1))
+        for split in SPLITS:
+            assert [(p.id, p.glosses) for p in corpus["plans"][split]] == expected_split(split)
+        assert {d["format"] for d in corpus["source"]["splits"].values()} == {"phoenix2014_csv"}
+
+
+def test_split_folder_errors_name_the_key_and_what_was_expected(tmp_path):
+    folder = write_split_stms(tmp_path / "stms")
+    (folder / "phoenix2014-groundtruth-test.stm").unlink()
+    with pytest.raises(ValueError, match=r"^from_corpus=.*stms.*no test file.*expected exactly one file per split"):
+        build_corpus(replace(TINY, from_corpus=str(folder)))
+    write_split_stms(folder)
+    (folder / "train.corpus.csv").write_text("id|folder|signer|annotation\na|a/1/*.png|S|X\n")
+    with pytest.raises(ValueError, match=r"^from_corpus=.*2 train files \(phoenix2014-groundtruth-train.stm, "
+                                         r"train.corpus.csv\)"):
+        build_corpus(replace(TINY, from_corpus=str(folder)))
+    (folder / "train.corpus.csv").unlink()
+    dup = dict(SPLIT_SOURCE, test=[SPLIT_SOURCE["train"][0]])
+    write_split_stms(folder, dup)
+    with pytest.raises(ValueError, match=r"groundtruth-test.stm:1: duplicate id '01April_2010_Thursday_heute_default-0'"):
+        build_corpus(replace(TINY, from_corpus=str(folder)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"layout": "avi"}, r"^layout='avi' is invalid; allowed: mp4 \| png"),
+        ({"n_dev": -1}, r"^n_dev=-1 is invalid without from_corpus; allowed: .*-1 \(all"),
+        ({"n_train": -2, "from_corpus": "x"}, r"^n_train=-2 is invalid; allowed: an integer 1\.\.1000000, or -1"),
+    ],
+)
+def test_layout_and_all_values_are_validated(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        SynthConfig(**kwargs)
+
+
+def test_all_needs_a_split_folder_not_a_single_file(tmp_path):
+    source = tmp_path / "train.corpus.csv"
+    write_phoenix_csv(source, SOURCE)
+    with pytest.raises(ValueError, match=r"^n_test=-1 is invalid with from_corpus=.*folder of split files"):
+        build_corpus(replace(TINY, from_corpus=str(source), n_test=-1))
+
+
+def read_png_frames(paths: list[Path]) -> np.ndarray:
+    return np.stack([cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths])
+
+
+def test_png_layout_is_the_phoenix_release_layout_with_the_rendered_frames(tmp_path):
+    folder = write_split_stms(tmp_path / "stms")
+    cfg = replace(TINY, from_corpus=str(folder), n_train=3, n_dev=-1, n_test=2, layout="png")
+    root = tmp_path / "phoenix-2014-multisigner"
+    summary = generate(cfg, root, workers=1, progress=False)
+    assert summary["layout"] == "png" and not list(root.rglob("*.mp4"))
+    meta = read_metadata(root)
+    assert meta["config"]["layout"] == "png" and SynthConfig.from_dict(meta["config"]) == cfg
+    assert meta["video"]["layout"] == "png" and "fourcc" not in meta["video"]
+    recorded = {s["id"]: (s["rendered_sha256"], s["frames"]) for split in SPLITS for s in meta["samples"][split]}
+    again = rendered(cfg)
+    lines = (root / "annotations" / "manual" / "train.corpus.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[:2] == ["id|folder|signer|annotation",
+                         "01April_2010_Thursday_heute_default-0|01April_2010_Thursday_heute_default-0/1/*.png|"
+                         f"{lines[1].split('|')[2]}|__ON__ LIEB ZUSCHAUER ABEND __OFF__"]
+    caps = {"train": 3, "dev": None, "test": 2}
+    for reader in (open_corpus("phoenix2014", root), SynthSignReader(root)):
+        for split in SPLITS:
+            samples = reader.samples(split)
+            assert [(s.id, s.glosses) for s in samples] == expected_split(split, caps[split])  # exact glosses
+            for s in samples:
+                paths = s.frame_paths()
+                assert s.kind == "frames" and s.pattern == "*.png"
+                assert s.source == root / "features" / "fullFrame-210x260px" / split / s.id / "1"
+                video = s.id.rsplit("_default-", 1)[0]  # the release names frames after the source video
+                assert [p.name for p in paths] == [f"{video}.avi_pid0_fn{i:06d}-0.png" for i in range(len(paths))]
+                frames = read_png_frames(paths)
+                assert (hashlib.sha256(frames.tobytes()).hexdigest(), len(frames)) == recorded[s.id]
+                assert np.array_equal(frames, again[s.id])  # lossless: exactly the rendered frames
+    # the layout changes how frames are stored, never what is rendered
+    mp4 = build_corpus(replace(cfg, layout="mp4"))
+    assert mp4["plans"] == build_corpus(cfg)["plans"]
+
+
+def test_png_layout_with_the_grammar_has_the_same_frames_as_the_default_mp4(tiny, tmp_path):
+    root = tmp_path / "png"
+    generate(replace(TINY, layout="png"), root, workers=1, progress=False)
+    png, mp4 = read_metadata(root), read_metadata(tiny[0])
+    assert png["samples"] == mp4["samples"]  # same ids, signers, frame counts and rendered_sha256
+    assert {k: v for k, v in png["config"].items() if k != "layout"} == mp4["config"]
+    for sample in Phoenix2014Reader(root):
+        frames = read_png_frames(sample.frame_paths())
+        assert frames.shape[1:] == (260, 210, 3)
+        assert sample.frame_paths()[0].name == f"{sample.id}.avi_pid0_fn000000-0.png"
+
+
+def test_config_section_takes_layout_and_all(tmp_path):
+    from ctca.config import ConfigError, parse_params
+
+    synth = parse_params({"synth": {"layout": "png", "from_corpus": str(tmp_path), "n_train": -1, "n_dev": -1,
+                                    "n_test": -1}}).synth
+    cfg = synth.generator_config()
+    assert (cfg.layout, cfg.n_train, cfg.n_dev, cfg.n_test) == ("png", -1, -1, -1)
+    assert parse_params({}).synth.generator_config() == SynthConfig()
+    with pytest.raises(ConfigError, match=r"synth\.layout.*mp4.*png"):
+        parse_params({"synth": {"layout": "avi"}})
+    with pytest.raises(ConfigError, match=r"synth\.n_dev=0 is invalid; allowed: an integer >= 1, or -1"):
+        parse_params({"synth": {"n_dev": 0}})
+    with pytest.raises(ConfigError, match=r"synth\.n_test=-1 is invalid without from_corpus"):
+        parse_params({"synth": {"n_test": -1}})

@@ -122,6 +122,49 @@ def test_training_resumes_exactly_after_a_kill_mid_epoch(tiny_params, tiny_clips
         assert torch.equal(v, v2), k
 
 
+def test_training_resumes_exactly_from_a_checkpoint_within_an_epoch(tiny_params, tiny_clips, tmp_path, monkeypatch):
+    """train.checkpoint_steps: cut in the middle of epoch 2, resumed from the step checkpoint before the cut,
+    the run skips the batches already done and ends identical to an uninterrupted one."""
+    import ctca.data.loader as loader
+
+    original, items, loaded, reference_items = loader.ClipDataset.__getitem__, [], [], []
+
+    def record(into):
+        def getitem(self, i):
+            if self.train and self.epoch == 1:
+                into.append(i)
+            return original(self, i)
+        return getitem
+
+    monkeypatch.setattr(loader.ClipDataset, "__getitem__", record(reference_items))
+    reference = fit(tiny_params, tiny_clips, tmp_path / "uninterrupted", progress=False)
+    params = with_train(tiny_params, checkpoint_steps=2)
+
+    def interrupt(self, i):
+        if self.train and self.epoch == 1:
+            items.append(i)
+            if len(items) > 3 * params.loader.batch_size:  # in the 4th (last) batch of epoch 2
+                raise KeyboardInterrupt("cut")
+        return original(self, i)
+
+    monkeypatch.setattr(loader.ClipDataset, "__getitem__", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit(params, tiny_clips, tmp_path / "cut", progress=False)
+    ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["partial"]["step"] == 2  # 2 of epoch 2's 4 batches done
+
+    monkeypatch.setattr(loader.ClipDataset, "__getitem__", record(loaded))
+    resumed = fit(params, tiny_clips, tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == 1
+    # the batches done before the checkpoint are not loaded again; the rest come in the same order
+    assert loaded == reference_items[2 * params.loader.batch_size:]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in reference.history]
+    assert [h["dev_wer"] for h in resumed.history] == [h["dev_wer"] for h in reference.history]
+    for (k, v), (_, v2) in zip(resumed.model.state_dict().items(), reference.model.state_dict().items(),
+                               strict=True):
+        assert torch.equal(v, v2), k
+
+
 def test_a_checkpoint_from_other_parameters_is_not_resumed(tiny_params, tiny_clips, tmp_path):
     one_epoch = with_train(tiny_params, epochs=1)
     fit(one_epoch, tiny_clips, tmp_path / "ckpt", progress=False)

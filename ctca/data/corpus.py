@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -611,3 +612,40 @@ def open_corpus(dataset: str, root: Path | str) -> CorpusReader:
             f"data.dataset={dataset!r}: unknown; expected one of {', '.join(repr(k) for k in READERS)}"
         ) from None
     return cls(root)
+
+
+def corpus_fingerprint(reader: CorpusReader) -> dict:
+    """A cheap, deterministic fingerprint of a corpus: what ``extract_frames`` would read, without reading it.
+
+    Covers every sample's split, id, signer, glosses and source, and the name and size of every media file
+    (each video; each frame of a frame folder), digested with sha256. Sizes, not contents: hashing the
+    content of PHOENIX-2014's million PNGs (53 GB) on every ``dvc status`` is what this avoids, and listing
+    them costs seconds. Modification times are left out, so a copy of the corpus on another machine has
+    the same fingerprint. A frame rewritten in place with the same size goes unnoticed: force a rerun
+    with ``dvc repro -f -s extract_frames`` after such an edit (README, "Real benchmarks").
+
+    Returns ``{"dataset", "samples": {split: n}, "media_files", "media_bytes", "missing", "sha256"}``.
+    """
+    digest = hashlib.sha256()
+    counts: dict[str, int] = {}
+    files = size = missing = 0
+    for s in reader:
+        counts[s.split] = counts.get(s.split, 0) + 1
+        source = os.path.relpath(s.source, reader.root)  # the corpus may live at another path elsewhere
+        digest.update(f"{s.split}|{s.id}|{s.signer}|{' '.join(s.glosses)}|{s.kind}|{source}\n".encode())
+        paths = [s.source] if s.kind == "video" else s.frame_paths()
+        for p in paths:
+            try:
+                n = p.stat().st_size
+            except OSError:
+                missing += 1
+                digest.update(b"\tmissing\n")
+                continue
+            files += 1
+            size += n
+            digest.update(f"\t{p.name}\t{n}\n".encode())
+        if not paths:
+            missing += 1
+            digest.update(b"\tmissing\n")
+    return {"dataset": reader.name, "samples": counts, "media_files": files, "media_bytes": size,
+            "missing": missing, "sha256": digest.hexdigest()}

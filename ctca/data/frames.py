@@ -1,17 +1,20 @@
-"""Frame extraction: decode each corpus sample (video or frame folder), resize to a square, write PNGs.
+"""Frame extraction: decode each corpus sample (video or frame folder), resize to a square, store the
+frames encoded (PNG or JPEG) in a few large shards (:mod:`ctca.data.shards`).
 
-The output tree plus ``manifest.json`` (ok and failed samples, with reasons) is the input of the clip cache.
+The shards plus ``manifest.json`` (ok and failed samples, with reasons and checksums) are the input of
+the clip cache. ``read_frames``/``write_frames`` handle folders of per-frame PNGs, the layout corpora
+such as PHOENIX ship in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ctca.data.corpus import Sample
+from ctca.data.shards import CODECS, SHARD_BYTES, ShardReader, ShardWriter, encode_frame, remove_shards
 
 MANIFEST = "manifest.json"
+FRAMES_FORMAT = "ctca.frames/2"  # 1 was a folder of PNGs per sample
 FRAME_PATTERN = "*.png"
 # Reported in the error message so the user knows which knob relaxes the failure threshold.
 MAX_BAD_KEY = "data.max_bad_fraction"
@@ -137,17 +142,11 @@ def iter_images(paths: list[Path]) -> Iterator[np.ndarray]:
         yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _extract_one(job: tuple[int, Sample, str, int]) -> dict[str, Any]:
-    """Pool worker: extract one sample. Never raises; a failure comes back as a record with a reason."""
-    index, sample, out_dir, size = job
-    rel = f"{sample.split}/{sample.id}"
-    final = Path(out_dir) / rel
-    # Written under a hidden temporary name and renamed at the end, so an interrupted run never leaves
-    # a half-written folder that looks like a finished sample.
-    partial = final.parent / f".{sample.id}.partial"
-    for stale in (final, partial):
-        if stale.exists():
-            shutil.rmtree(stale)
+def _extract_one(job: tuple[int, Sample, int, str, int]) -> dict[str, Any]:
+    """Pool worker: decode, resize and encode one sample. Never raises; a failure comes back as a record
+    with a reason. The encoded frames travel back to the parent, which alone writes the shards (in input
+    order, so the store is the same whatever the number of workers)."""
+    index, sample, size, codec, quality = job
     record: dict[str, Any] = {
         "index": index,
         "id": sample.id,
@@ -159,29 +158,16 @@ def _extract_one(job: tuple[int, Sample, str, int]) -> dict[str, Any]:
     info: dict[str, Any] = {}
     try:
         frames = iter_video(sample.source, info) if sample.kind == "video" else _iter_frame_folder(sample)
-        partial.mkdir(parents=True)
-        n = 0
-        for rgb in frames:
-            write_frame(partial / frame_name(n), resize_frame(rgb, size))
-            n += 1
-        partial.rename(final)
+        encoded = [encode_frame(resize_frame(rgb, size), codec, quality) for rgb in frames]
     except Exception as exc:  # noqa: BLE001 - every failure is recorded in the manifest, never lost
-        shutil.rmtree(partial, ignore_errors=True)
         reason = str(exc) if isinstance(exc, UnreadableInput) else f"{type(exc).__name__}: {exc}"
         return {**record, "ok": False, "reason": reason}
     declared = info.get("declared_frames", 0)
-    if declared > n:
+    if declared > len(encoded):
         # The container's count is an estimate for some formats, so this is reported, not a failure:
         # a truncated file that still decodes shows up here.
-        record["warning"] = f"decoded {n} of the {declared} frames the container declares"
-    return {
-        **record,
-        "ok": True,
-        "signer": sample.signer,
-        "glosses": list(sample.glosses),
-        "n_frames": n,
-        "dir": rel,
-    }
+        record["warning"] = f"decoded {len(encoded)} of the {declared} frames the container declares"
+    return {**record, "ok": True, "n_frames": len(encoded), "encoded": encoded}
 
 
 def _init_worker() -> None:
@@ -196,6 +182,44 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _in_order(jobs: list, workers: int) -> Iterator[dict[str, Any]]:
+    """Results of :func:`_extract_one` over ``jobs``, yielded in job order.
+
+    At most ``4 * workers`` jobs are in flight, so the encoded frames held in memory stay bounded (a
+    PHOENIX-size corpus is about 13 GB of JPEG) while a slow sample does not stall the other workers.
+    """
+    if workers <= 1:
+        yield from map(_extract_one, jobs)
+        return
+    # spawn, not fork: forking a process whose OpenCV/torch thread pools are live can deadlock.
+    # An executor, not multiprocessing.Pool: a worker that dies (codec segfault, out of memory)
+    # raises BrokenProcessPool here instead of being respawned forever.
+    ctx = mp.get_context("spawn")
+    done: dict[int, dict[str, Any]] = {}
+    following, submitted = 0, 0
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as ex:
+        pending: set = set()
+        try:
+            while following < len(jobs):
+                while submitted < len(jobs) and len(pending) + len(done) < 4 * workers:
+                    pending.add(ex.submit(_extract_one, jobs[submitted]))
+                    submitted += 1
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    r = fut.result()
+                    done[r["index"]] = r
+                while following in done:
+                    yield done.pop(following)
+                    following += 1
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                f"a frame extraction worker died after {following} of {len(jobs)} samples: a crash or "
+                "out of memory (rerun with workers=1, frames.workers, to see which sample), or it could "
+                "not start (spawned workers re-import the main script: guard it with "
+                "`if __name__ == '__main__'`; stdin/-c scripts cannot be re-imported)"
+            ) from exc
+
+
 def extract_frames(
     samples: list[Sample],
     out_dir: Path,
@@ -203,27 +227,40 @@ def extract_frames(
     workers: int = 2,
     max_bad_fraction: float = 0.05,
     progress: bool = True,
+    codec: str = "png",
+    quality: int = 90,
+    shard_bytes: int = SHARD_BYTES,
 ) -> dict:
-    """Decode and resize every sample to ``size`` x ``size`` RGB PNGs under ``out_dir/<split>/<id>/%06d.png``.
+    """Decode every sample, resize it to ``size`` x ``size`` RGB and store the frames encoded as ``codec``
+    in shards ``out_dir/<split>-NNN.frames`` (:mod:`ctca.data.shards`), listed in ``out_dir/manifest.json``.
 
     Videos are decoded with OpenCV, frame folders are read in sorted order; each frame is resized with
-    Lanczos to a square (aspect ratio distorted, as the reference preprocessing does).
+    Lanczos to a square (aspect ratio distorted, as the reference preprocessing does). ``codec``: ``png``
+    (lossless) or ``jpeg`` at ``quality``; the params keys are ``frames.codec`` and ``frames.quality``.
 
     Skip rule: a sample whose video file is missing, cannot be opened or decodes to 0 frames, whose frame
-    folder is missing or empty, or which has an unreadable frame image is *skipped*: its partial output
-    is removed and it is listed under ``failed`` in ``out_dir/manifest.json`` with the reason. The
-    manifest is always written. Then, if more than ``max_bad_fraction`` of all samples failed, a
+    folder is missing or empty, or which has an unreadable frame image is *skipped*: nothing of it is
+    stored and it is listed under ``failed`` in the manifest with the reason. The manifest is always
+    written. Then, if more than ``max_bad_fraction`` of all samples failed, a
     :class:`FrameExtractionError` is raised (the params key is ``data.max_bad_fraction``).
 
     A video that decodes to fewer frames than its container declares is kept, with a ``warning`` on its
     manifest entry (the declared count is only an estimate for some containers).
 
-    Returns the manifest: ``{"size", "samples": [{id, split, signer, glosses, n_frames, dir, source}],
-    "failed": [{id, split, source, reason, signer, glosses}], "counts": {split: {"ok", "failed"}}}``. Sample order is the
-    input order, whatever the number of workers.
+    Crash safety: the old manifest and shards are removed first, shards are renamed into place when
+    complete, and the manifest is written last, so an interrupted run leaves no manifest.
+
+    Returns the manifest: ``{"format", "size", "codec", "quality", "shards": [{name, frames, bytes}],
+    "samples": [{id, split, signer, glosses, n_frames, shard, first, sha1, source}], "failed": [{id,
+    split, source, reason, signer, glosses}], "counts": {split: {"ok", "failed"}}}``. ``sha1`` is the
+    checksum of the sample's encoded bytes. Sample order is the input order, whatever the number of workers.
     """
     if size <= 0:
         raise ValueError(f"size={size}: expected a positive frame size in pixels")
+    if codec not in CODECS:
+        raise ValueError(f"frames.codec={codec!r}: expected one of {', '.join(CODECS)}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"frames.quality={quality}: expected a JPEG quality in 1..100")
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"{MAX_BAD_KEY}={max_bad_fraction}: expected a fraction in [0, 1]")
     if not samples:
@@ -235,56 +272,46 @@ def extract_frames(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split in {s.split for s in samples}:
-        (out_dir / split).mkdir(exist_ok=True)
-    jobs = [(i, s, str(out_dir), size) for i, s in enumerate(samples)]
-    results: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs), desc=f"extract frames {size}px", unit="clip", disable=not progress)
-    with bar:
-        if workers <= 1:
-            for job in jobs:
-                results.append(_extract_one(job))
-                bar.update()
-        else:
-            # spawn, not fork: forking a process whose OpenCV/torch thread pools are live can deadlock.
-            # An executor, not multiprocessing.Pool: a worker that dies (codec segfault, out of memory)
-            # raises BrokenProcessPool here instead of being respawned forever.
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as ex:
-                futures = [ex.submit(_extract_one, job) for job in jobs]
-                try:
-                    for fut in as_completed(futures):
-                        results.append(fut.result())
-                        bar.update()
-                except BrokenProcessPool as exc:
-                    raise RuntimeError(
-                        f"a frame extraction worker died after {len(results)} of {len(jobs)} samples: a crash or "
-                        "out of memory (rerun with workers=1, frames.workers, to see which sample), or it could "
-                        "not start (spawned workers re-import the main script: guard it with "
-                        "`if __name__ == '__main__'`; stdin/-c scripts cannot be re-imported)"
-                    ) from exc
-    results.sort(key=lambda r: r["index"])
-
-    sample_keys = ("id", "split", "signer", "glosses", "n_frames", "dir", "source", "warning")
-    ok = [{k: r[k] for k in sample_keys if k in r} for r in results if r["ok"]]
-    # a failed sample keeps its signer and glosses: its reference is still scored (as an empty hypothesis)
-    failed = [{k: r[k] for k in ("id", "split", "source", "reason", "signer", "glosses")} for r in results
-              if not r["ok"]]
-    counts: dict[str, dict[str, int]] = {}
-    for r in results:
-        c = counts.setdefault(r["split"], {"ok": 0, "failed": 0})
-        c["ok" if r["ok"] else "failed"] += 1
-    manifest = {"size": size, "samples": ok, "failed": failed, "counts": counts}
     manifest_path = out_dir / MANIFEST
+    manifest_path.unlink(missing_ok=True)
+    remove_shards(out_dir)
+    writers: dict[str, ShardWriter] = {}
+    jobs = [(i, s, size, codec, quality) for i, s in enumerate(samples)]
+    ok: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    counts: dict[str, dict[str, int]] = {}
+    with tqdm(total=len(jobs), desc=f"extract frames {size}px {codec}", unit="clip", disable=not progress) as bar:
+        for r in _in_order(jobs, workers):
+            c = counts.setdefault(r["split"], {"ok": 0, "failed": 0})
+            if r["ok"]:
+                c["ok"] += 1
+                encoded = r.pop("encoded")
+                digest = hashlib.sha1()
+                for buf in encoded:
+                    digest.update(buf)
+                writer = writers.setdefault(r["split"], ShardWriter(out_dir, r["split"], shard_bytes))
+                shard, first = writer.add(encoded)
+                ok.append({**{k: r[k] for k in ("id", "split", "signer", "glosses", "n_frames") },
+                           "shard": shard, "first": first, "sha1": digest.hexdigest(), "source": r["source"],
+                           **({"warning": r["warning"]} if "warning" in r else {})})
+            else:
+                c["failed"] += 1
+                # a failed sample keeps its signer and glosses: its reference is still scored (as an
+                # empty hypothesis)
+                failed.append({k: r[k] for k in ("id", "split", "source", "reason", "signer", "glosses")})
+            bar.update()
+    shards = [s for w in writers.values() for s in w.close()]
+    manifest = {"format": FRAMES_FORMAT, "size": size, "codec": codec, "quality": quality if codec == "jpeg" else None,
+                "shards": shards, "samples": ok, "failed": failed, "counts": counts}
     write_json_atomic(manifest_path, manifest)
 
-    fraction = len(failed) / len(results)
+    fraction = len(failed) / len(jobs)
     if fraction > max_bad_fraction:
         shown = "; ".join(f"{f['split']}/{f['id']}: {f['reason']}" for f in failed[:5])
         more = f" (+{len(failed) - 5} more)" if len(failed) > 5 else ""
         raise FrameExtractionError(
-            f"{len(failed)} of {len(results)} samples failed frame extraction ({fraction:.1%}), above "
-            f"{MAX_BAD_KEY}={max_bad_fraction} ({math.floor(max_bad_fraction * len(results))} allowed); "
+            f"{len(failed)} of {len(jobs)} samples failed frame extraction ({fraction:.1%}), above "
+            f"{MAX_BAD_KEY}={max_bad_fraction} ({math.floor(max_bad_fraction * len(jobs))} allowed); "
             f"see {manifest_path}. First failures: {shown}{more}"
         )
     return manifest
@@ -296,7 +323,20 @@ def load_manifest(frames_dir: Path | str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: frames manifest not found (run frame extraction first)")
     manifest = json.loads(path.read_text())
-    for key in ("size", "samples", "failed", "counts"):
+    if manifest.get("format") != FRAMES_FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FRAMES_FORMAT!r} (frames extracted by "
+                         "an older ctca as PNG folders: rerun extract_frames)")
+    for key in ("size", "codec", "shards", "samples", "failed", "counts"):
         if key not in manifest:
             raise ValueError(f"{path}: missing key {key!r} (expected a manifest written by extract_frames)")
     return manifest
+
+
+def read_sample(frames_dir: Path | str, sample: dict) -> np.ndarray:
+    """All frames of one manifest sample as a (T, H, W, 3) uint8 RGB array, checked against its sha1."""
+    reader = ShardReader(Path(frames_dir), sample["shard"])
+    what = f"{Path(frames_dir) / MANIFEST}: sample {sample['split']}/{sample['id']}"
+    reader.check_rows(sample["first"], sample["n_frames"], what)
+    if hashlib.sha1(reader.span(sample["first"], sample["n_frames"])).hexdigest() != sample["sha1"]:
+        raise ValueError(f"{what}: its bytes in {reader.path} do not match the sha1 in the manifest (corrupt shard)")
+    return np.stack([reader.frame(sample["first"] + t) for t in range(sample["n_frames"])])

@@ -130,29 +130,44 @@ class ClipDataset(Dataset):
         """The generator of clip ``index`` this epoch: a function of (seed, epoch, index) only."""
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    def transform(self, frames: np.ndarray, index: int) -> torch.Tensor:
-        """Augment a (T, H, W, 3) uint8 clip into a contiguous (T', 3, crop, crop) uint8 tensor."""
-        if not self.train:
-            return eval_clip(frames, self.augment.crop)
-        n, h, w = frames.shape[:3]
+    def plan(self, index: int, n: int, h: int, w: int) -> tuple[np.ndarray | None, tuple[int, int, int], bool]:
+        """Clip ``index``'s training augmentation: (frame indices or None for all, crop box (y, x, c), flip)."""
         c = self.augment.crop
-        t_idx: np.ndarray | slice = slice(None)
         rng = self.rng(index)
         y = int(rng.integers(0, h - c + 1))
         x = int(rng.integers(0, w - c + 1))
         flip = bool(rng.random() < self.augment.flip)
-        if self.augment.temporal_rescale > 0:
-            t_idx = temporal_rescale_indices(n, rng, self.augment)
-        return _channels_first(frames[t_idx, y : y + c, x : x + c], flip)
+        times = temporal_rescale_indices(n, rng, self.augment) if self.augment.temporal_rescale > 0 else None
+        return times, (y, x, c), flip
+
+    def transform(self, frames: np.ndarray, index: int) -> torch.Tensor:
+        """Augment a (T, H, W, 3) uint8 clip into a contiguous (T', 3, crop, crop) uint8 tensor."""
+        if not self.train:
+            return eval_clip(frames, self.augment.crop)
+        times, (y, x, c), flip = self.plan(index, *frames.shape[:3])
+        return _channels_first(frames[slice(None) if times is None else times, y : y + c, x : x + c], flip)
 
     def __getitem__(self, i: int) -> dict:
-        return self.make_item(i, self.split[i])
+        """Clip ``i``, reading only what the augmentation keeps: the kept frames' crops (an encoded store
+        decodes each kept frame once)."""
+        meta = self.split.meta(i)
+        h, w = self.split.frame_shape[:2]
+        if self.train:
+            times, box, flip = self.plan(i, meta.n_frames, h, w)
+            video = _channels_first(self.split.read(i, times, box), flip)
+        else:
+            c = self.augment.crop
+            video = _channels_first(self.split.read(i, None, ((h - c) // 2, (w - c) // 2, c)), False)
+        return self.item(i, video)
 
     def make_item(self, i: int, frames: np.ndarray) -> dict:
         """The item of clip ``i`` from its (T, H, W, 3) frames (from the store, or read elsewhere)."""
+        return self.item(i, self.transform(frames, i))
+
+    def item(self, i: int, video: torch.Tensor) -> dict:
         meta = self.split.meta(i)
         return {
-            "video": self.transform(frames, i),
+            "video": video,
             "label": torch.tensor(meta.gloss_ids, dtype=torch.long),
             "id": meta.id,
             "glosses": meta.glosses,
@@ -276,6 +291,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.start = 0  # batches of this epoch to leave out from the front (resuming within an epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -307,7 +323,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+        return iter(self._batches()[self.start :])
 
     def __len__(self) -> int:
         n, bs = len(self.lengths), self.batch_size

@@ -1,6 +1,8 @@
 """SynthSign: a synthetic sign-language corpus (drawn signer, gloss signs, bigram sentences) rendered from a seed.
 
-It is written in the PHOENIX-2014 layout, so the pipeline can be developed, tested and studied without the real data.
+It is written in the PHOENIX-2014 layout, so the pipeline can be developed, tested and studied without the real data:
+one mp4 per sentence by default, or (``layout="png"``) the release's own PNG frame folders. Its sentences can also be
+those of a real corpus (``from_corpus``), keeping the official train/dev/test split when given the split files.
 
 What is byte-stable (measured; README "Reproducibility", docs/data-formats.md "SynthSign"): the rendered frames
 (:func:`render_frames`, before encoding), the corpus CSVs and ``synthsign.json`` except ``video.encoder`` are a
@@ -30,13 +32,21 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ctca.data.corpus import PHOENIX_FEATURES, PHOENIX_HEADER, SPLITS, read_phoenix_csv
+from ctca.data.corpus import PHOENIX_FEATURES, PHOENIX_HEADER, SPLITS, read_pipe_table
 
 FORMAT_VERSION = 1
 METADATA = "synthsign.json"
 FOURCC = "mp4v"
 REST_GLOSSES = ("__ON__", "__OFF__")
 SPLIT_MODES = ("multisigner", "signer_independent")
+LAYOUTS = ("mp4", "png")
+ALL = -1  # n_train/n_dev/n_test: every sentence of the split's file (from_corpus naming a folder of split files)
+MAX_SENTENCES = 10**6
+# Frame file of the PHOENIX-2014 release (phoenix-2014-multisigner): <video>.avi_pid0_fn<frame, 0-based>-0.png,
+# where <video> is the sample id less its "_default-<n>" segment suffix
+PHOENIX_FRAME_NAME = "{video}.avi_pid0_fn{frame:06d}-0.png"
+# split files in a from_corpus folder: *-train.stm, train.stm, train.corpus.csv, PHOENIX-2014-T.train.corpus.csv, ...
+SPLIT_FILE = r"(?:.*[-_.])?{split}\.(?:stm|corpus\.csv)"
 ATTRIBUTES = ("handshape", "location", "movement")
 
 HANDSHAPES = ("fist", "flat", "spread", "point", "v", "l", "y", "claw", "c")
@@ -90,7 +100,9 @@ class SynthConfig:
       seed: all randomness derives from it (non-negative int).
       vocab_size: number of glosses V (excluding ``__ON__``/``__OFF__``), 2..720 (distinct
         handshape x location x movement triples). Ignored with ``from_corpus``.
-      n_train / n_dev / n_test: sentences per split (train >= 1, dev/test >= 0).
+      n_train / n_dev / n_test: sentences per split (train >= 1, dev/test >= 0). With from_corpus naming a
+        folder of split files they are caps: the first n sentences of that split's file, in file order,
+        and -1 (ALL) takes all of them.
       n_signers: signers Signer01..SignerNN (1..99); held_out_signers of them never appear in train.
       split_mode: "multisigner": dev/test use all signers (seen and held out, so per-signer WER shows
         seen vs unseen); "signer_independent": dev/test use only the held-out signers (needs >= 1).
@@ -102,7 +114,11 @@ class SynthConfig:
       grammar_noise: probability that the next gloss ignores the grammar (uniform over the others).
       from_corpus: a PHOENIX-2014 corpus CSV, a PHOENIX-2014-T CSV or an STM file; its sentences (real
         vocabulary, lengths and rest tokens) are rendered instead of the grammar's; vocab_size,
-        min/max_len, rest_prob, successors and grammar_noise are then unused.
+        min/max_len, rest_prob, successors and grammar_noise are then unused. One file: its sentences are
+        pooled and dealt to the splits at random (n_train/n_dev/n_test of them). A folder: it must hold one
+        file per split (see :func:`find_split_files`: ``*-train.stm``, ``train.corpus.csv``, ...; or a corpus
+        root whose ``annotations/manual/`` holds them), and each split renders its own file's sentences in
+        file order under the file's sample ids, so the official split is kept.
     Signs:
       minimal_pair_frac: fraction of the vocabulary built as explicit minimal pairs (two glosses that
         differ in exactly one of handshape/location/movement).
@@ -120,6 +136,10 @@ class SynthConfig:
       texture: background texture amplitude as a fraction of 255.
       signer_variation: scale of the between-signer variation of body size and position (0 = identical
         bodies; colours still vary).
+    Output:
+      layout: "mp4": one mp4v video per sentence (compact, lossy); "png": the PHOENIX-2014 release layout,
+        a folder of lossless PNG frames per sentence (``<id>/1/<video>.avi_pid0_fn000000-0.png``), whose
+        decoded frames equal the rendered ones (about 14x the disk of mp4).
     """
 
     seed: int = 0
@@ -153,6 +173,7 @@ class SynthConfig:
     blur: float = 1.0
     texture: float = 0.08
     signer_variation: float = 1.0
+    layout: str = "mp4"
 
     def __post_init__(self):
         # numpy scalars and ints given for float knobs are normalised, so equal configs serialise equally
@@ -164,9 +185,16 @@ class SynthConfig:
                 object.__setattr__(self, f.name, int(value))
         _int_in(self, "seed", 0, 2**63 - 1)
         _int_in(self, "vocab_size", 2, N_TRIPLES)
-        _int_in(self, "n_train", 1, 10**6)
-        _int_in(self, "n_dev", 0, 10**6)
-        _int_in(self, "n_test", 0, 10**6)
+        for name, lo in (("n_train", 1), ("n_dev", 0), ("n_test", 0)):
+            value = getattr(self, name)
+            if value == ALL and isinstance(value, int | np.integer) and not isinstance(value, bool):
+                if not self.from_corpus:
+                    raise ValueError(f"{name}=-1 is invalid without from_corpus; allowed: an integer "
+                                     f"{lo}..{MAX_SENTENCES}, or -1 (all the sentences of the split's file) when "
+                                     "from_corpus names a folder of split files")
+            else:
+                _int_in(self, name, lo, MAX_SENTENCES, f"{lo}..{MAX_SENTENCES}, or -1 (all the sentences of the "
+                        "split's file) when from_corpus names a folder of split files")
         _int_in(self, "n_signers", 1, 99)
         _int_in(self, "held_out_signers", 0, self.n_signers - 1, f"0..n_signers-1 ({self.n_signers - 1})")
         if self.split_mode not in SPLIT_MODES:
@@ -201,6 +229,9 @@ class SynthConfig:
         _float_in(self, "blur", 0.0, 5.0)
         _float_in(self, "texture", 0.0, 0.5)
         _float_in(self, "signer_variation", 0.0, 2.0)
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout={self.layout!r} is invalid; allowed: {' | '.join(LAYOUTS)} (mp4: one video per "
+                             "sentence; png: the PHOENIX-2014 frame folders)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SynthConfig:
@@ -411,23 +442,42 @@ class Grammar:
 # external sentences (from_corpus)
 
 
-def read_corpus_sentences(path: Path) -> tuple[str, list[tuple[str, ...]]]:
-    """(format, sentences) of a PHOENIX-2014 CSV, a PHOENIX-2014-T CSV or an STM file."""
+@dataclass(frozen=True)
+class SourceSentence:
+    """One sentence of a from_corpus file: its sample id there, its glosses and where it was read."""
+
+    id: str
+    glosses: tuple[str, ...]
+    line: int
+
+
+def read_corpus_rows(path: Path) -> tuple[str, list[SourceSentence]]:
+    """(format, sentences with their ids) of a PHOENIX-2014 CSV, a PHOENIX-2014-T CSV or an STM file.
+
+    Sentences without glosses are left out (nothing to render); a file with none left is an error.
+    """
     if not path.is_file():
-        raise ValueError(f"from_corpus={str(path)!r}: file not found (expected a PHOENIX corpus CSV or an STM)")
+        raise ValueError(f"from_corpus={str(path)!r}: file not found (expected a PHOENIX corpus CSV, an STM, or a "
+                         "folder holding one such file per split)")
     text = path.read_text(encoding="utf-8")
     first = next((line for line in text.splitlines() if line.strip()), "")
+    rows: list[SourceSentence] = []
     if first.strip() == "|".join(PHOENIX_HEADER):
-        fmt, sentences = "phoenix2014_csv", [tuple(r["annotation"].split()) for r in read_phoenix_csv(path)]
+        fmt = "phoenix2014_csv"
+        rows = [SourceSentence(r["id"], tuple(r["annotation"].split()), lineno)
+                for lineno, r in read_pipe_table(path, PHOENIX_HEADER, "PHOENIX-2014 corpus CSV")]
     elif first.startswith("name|video|"):
         header = first.strip().split("|")
         if "orth" not in header:
             raise ValueError(f"from_corpus={str(path)!r}: PHOENIX-2014-T header without an 'orth' column")
-        col = header.index("orth")
-        rows = [line.split("|") for line in text.splitlines()[1:] if line.strip()]
-        fmt, sentences = "phoenix2014T_csv", [tuple(r[col].split()) for r in rows if len(r) == len(header)]
+        col, name = header.index("orth"), header.index("name")
+        fmt = "phoenix2014T_csv"
+        for lineno, line in enumerate(text.splitlines()[1:], start=2):
+            r = line.split("|")
+            if line.strip() and len(r) == len(header):
+                rows.append(SourceSentence(r[name], tuple(r[col].split()), lineno))
     else:
-        fmt, sentences = "stm", []
+        fmt = "stm"
         for lineno, line in enumerate(text.splitlines(), start=1):
             parts = line.split()
             if not parts or line.startswith(";;"):
@@ -435,14 +485,89 @@ def read_corpus_sentences(path: Path) -> tuple[str, list[tuple[str, ...]]]:
             if len(parts) < 5:
                 raise ValueError(f"from_corpus={str(path)!r}:{lineno}: {len(parts)} fields; expected an STM line "
                                  "'<id> <channel> <speaker> <start> <end> <glosses...>' or a PHOENIX CSV header")
-            sentences.append(tuple(parts[5:]))
-    sentences = [s for s in sentences if s]
-    if not sentences:
+            rows.append(SourceSentence(parts[0], tuple(parts[5:]), lineno))
+    rows = [r for r in rows if r.glosses]
+    if not rows:
         raise ValueError(f"from_corpus={str(path)!r}: no non-empty sentences ({fmt})")
-    bad = sorted({g for s in sentences for g in s if "|" in g})
+    bad = sorted({g for r in rows for g in r.glosses if "|" in g})
     if bad:
         raise ValueError(f"from_corpus={str(path)!r}: glosses containing '|' cannot be written to a corpus CSV: {bad[:5]}")
-    return fmt, sentences
+    return fmt, rows
+
+
+def read_corpus_sentences(path: Path) -> tuple[str, list[tuple[str, ...]]]:
+    """(format, sentences) of a PHOENIX-2014 CSV, a PHOENIX-2014-T CSV or an STM file."""
+    fmt, rows = read_corpus_rows(path)
+    return fmt, [r.glosses for r in rows]
+
+
+def find_split_files(folder: Path) -> dict[str, Path]:
+    """The train/dev/test files of a from_corpus folder, split -> path.
+
+    A split's file is the one file named ``[<anything>(-|_|.)]<split>.stm`` or ``...<split>.corpus.csv``:
+    ``phoenix2014-groundtruth-train.stm``, ``train.stm``, ``train.corpus.csv`` (PHOENIX-2014
+    ``annotations/manual/``), ``PHOENIX-2014-T.train.corpus.csv``. When the folder itself holds none, its
+    ``annotations/manual/`` is searched, so a corpus root can be named. A split with no file, or with
+    several, is an error naming the folder and what was expected: the split must be unambiguous.
+    """
+    def scan(where: Path) -> dict[str, list[str]]:
+        names = sorted(p.name for p in where.iterdir() if p.is_file())
+        return {split: [n for n in names if re.fullmatch(SPLIT_FILE.format(split=split), n)] for split in SPLITS}
+
+    where, found = folder, scan(folder)
+    manual = folder / "annotations" / "manual"
+    if not any(found.values()) and manual.is_dir():
+        where, found = manual, scan(manual)
+    missing = [split for split in SPLITS if not found[split]]
+    several = {split: names for split, names in found.items() if len(names) > 1}
+    if missing or several:
+        problems = [f"no {split} file" for split in missing]
+        problems += [f"{len(names)} {split} files ({', '.join(names)})" for split, names in several.items()]
+        have = ", ".join(f"{split}: {names[0]}" for split, names in found.items() if len(names) == 1)
+        raise ValueError(
+            f"from_corpus={str(folder)!r}: {'; '.join(problems)} in {where}"
+            + (" (nor in annotations/manual/)" if where == folder and manual.is_dir() else "")
+            + "; expected exactly one file per split, named *-<split>.stm, <split>.stm or *<split>.corpus.csv, for "
+            + f"each of {', '.join(SPLITS)}" + (f" (found {have})" if have else "")
+        )
+    return {split: where / found[split][0] for split in SPLITS}
+
+
+def _check_source_ids(files: dict[str, Path], rows: dict[str, list[SourceSentence]]) -> None:
+    """Source ids become sample ids (folder names, CSV and CTM/STM fields): unique and usable as such."""
+    first: dict[str, str] = {}
+    for split in SPLITS:
+        for r in rows[split]:
+            where = f"from_corpus: {files[split]}:{r.line}"
+            if r.id in first:
+                raise ValueError(f"{where}: duplicate id {r.id!r} (first in {first[r.id]}); the split files' ids "
+                                 "name the rendered samples, so they must be unique across train, dev and test")
+            if not re.fullmatch(r"[^\s/\\|]+", r.id) or r.id.startswith("."):
+                raise ValueError(f"{where}: id {r.id!r} cannot name a sample; expected no whitespace, '/', '\\', "
+                                 "'|' or leading '.'")
+            first[r.id] = f"{files[split]}:{r.line}"
+
+
+def _split_file_sentences(cfg: SynthConfig) -> tuple[dict[str, list[tuple[str, ...]]], dict[str, list[str]],
+                                                     dict[str, Any]]:
+    """(sentences, ids, source metadata) of a from_corpus folder: each split's file, in file order.
+
+    n_train/n_dev/n_test cap each split (the first n sentences; -1 = all); a file with fewer gives all of them.
+    """
+    folder = Path(cfg.from_corpus).expanduser()
+    files = find_split_files(folder)
+    caps = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    sentences, ids, rows, described = {}, {}, {}, {}
+    for split in SPLITS:
+        fmt, all_rows = read_corpus_rows(files[split])
+        rows[split] = all_rows if caps[split] == ALL else all_rows[: caps[split]]
+        sentences[split] = [r.glosses for r in rows[split]]
+        ids[split] = [r.id for r in rows[split]]
+        described[split] = {"file": str(files[split]), "format": fmt, "sentences_in_file": len(all_rows),
+                            "vocabulary_in_file": len({g for r in all_rows for g in r.glosses} - set(REST_GLOSSES))}
+    _check_source_ids(files, rows)
+    source = {"path": cfg.from_corpus, "format": "split_files", "ids": "source", "splits": described}
+    return sentences, ids, source
 
 
 def _split_counts(cfg: SynthConfig, available: int) -> dict[str, int]:
@@ -574,9 +699,13 @@ def _split_signers(cfg: SynthConfig, signers: list[Signer], split: str) -> list[
     return list(range(len(signers)))
 
 
-def plan_sentences(cfg: SynthConfig, signers: list[Signer], sentences: dict[str, list[tuple[str, ...]]]
-                   ) -> dict[str, list[SentencePlan]]:
-    """Signer, tempo and frame counts of every sentence, from per-(seed, split, index) streams."""
+def plan_sentences(cfg: SynthConfig, signers: list[Signer], sentences: dict[str, list[tuple[str, ...]]],
+                   ids: dict[str, list[str]] | None = None) -> dict[str, list[SentencePlan]]:
+    """Signer, tempo and frame counts of every sentence, from per-(seed, split, index) streams.
+
+    Sample ids are ``ids[split][index]`` when given (the ids of from_corpus split files), else
+    ``synthsign_<split>_<index>``; the id does not enter any random stream.
+    """
     plans: dict[str, list[SentencePlan]] = {}
     for code, split in enumerate(SPLITS):
         allowed = _split_signers(cfg, signers, split)
@@ -587,7 +716,8 @@ def plan_sentences(cfg: SynthConfig, signers: list[Signer], sentences: dict[str,
             signer = allowed[int(rng.integers(len(allowed)))]
             tempo = float(rng.uniform(cfg.tempo_min, cfg.tempo_max))
             sign_n, trans_n = _durations(cfg, len(glosses), tempo, rng)
-            plans[split].append(SentencePlan(f"synthsign_{split}_{index:0{width}d}", split, index, signer,
+            sample_id = ids[split][index] if ids is not None else f"synthsign_{split}_{index:0{width}d}"
+            plans[split].append(SentencePlan(sample_id, split, index, signer,
                                              tuple(glosses), round(tempo, 4), sign_n, trans_n))
     return plans
 
@@ -940,9 +1070,36 @@ def encoder_build() -> str:
     return f"OpenCV {cv2.__version__}" + (f", avcodec {found.group(1)}" if found else "")
 
 
+def phoenix_frame_name(sample_id: str, frame: int) -> str:
+    """File name of frame ``frame`` (0-based) of a sample in the PHOENIX-2014 release layout.
+
+    The release names frames after the source video, the id less its ``_default-<n>`` segment suffix:
+    ``01April_2010_Thursday_heute_default-0`` -> ``01April_2010_Thursday_heute.avi_pid0_fn000000-0.png``.
+    """
+    return PHOENIX_FRAME_NAME.format(video=re.sub(r"(?:_default)?-\d+$", "", sample_id), frame=frame)
+
+
+def _render_png_task(plan: SentencePlan) -> tuple[str, int, str]:
+    """Render one sentence as PHOENIX-2014 PNG frames (lossless); returns (id, frames written, rendered sha256)."""
+    cfg: SynthConfig = _SHARED["cfg"]
+    folder = Path(_SHARED["features"]) / plan.split / plan.id / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    digest = hashlib.sha256()
+    for frame in render_frames(plan, _SHARED["signs"], _SHARED["signers"][plan.signer], cfg):
+        digest.update(np.ascontiguousarray(frame))
+        path = folder / phoenix_frame_name(plan.id, n)
+        if not cv2.imwrite(str(path), frame):
+            raise RuntimeError(f"{path}: cv2.imwrite could not write the PNG frame (disk full or not writable?)")
+        n += 1
+    return plan.id, n, digest.hexdigest()
+
+
 def _render_task(plan: SentencePlan) -> tuple[str, int, str]:
     """Render and encode one sentence; returns (id, frames written, sha256 of the rendered frames)."""
     cfg: SynthConfig = _SHARED["cfg"]
+    if cfg.layout == "png":
+        return _render_png_task(plan)
     path = Path(_SHARED["features"]) / plan.split / f"{plan.id}.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), float(cfg.fps), (cfg.width, cfg.height))
     if not writer.isOpened():
@@ -968,9 +1125,10 @@ def _clear_outputs(out_root: Path) -> None:
             shutil.rmtree(out_root / sub)
 
 
-def _write_corpus_csv(path: Path, plans: list[SentencePlan], signers: list[Signer]) -> None:
+def _write_corpus_csv(path: Path, plans: list[SentencePlan], signers: list[Signer], layout: str = "mp4") -> None:
     lines = ["|".join(PHOENIX_HEADER)]
-    lines += [f"{p.id}|{p.id}.mp4|{signers[p.signer].name}|{' '.join(p.glosses)}" for p in plans]
+    folder = "{}.mp4" if layout == "mp4" else "{}/1/*.png"
+    lines += [f"{p.id}|{folder.format(p.id)}|{signers[p.signer].name}|{' '.join(p.glosses)}" for p in plans]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -995,8 +1153,18 @@ def build_corpus(cfg: SynthConfig) -> dict[str, Any]:
     grammar = None
     constructed: set[frozenset[str]] = set()
     shared: list[list[str]] = []
-    if cfg.from_corpus:
+    ids = None
+    if cfg.from_corpus and Path(cfg.from_corpus).expanduser().is_dir():
+        sentences, ids, source = _split_file_sentences(cfg)
+        signs, shared = hashed_vocabulary(sorted({g for s in sentences.values() for sent in s for g in sent}
+                                                 - set(REST_GLOSSES)), cfg)
+    elif cfg.from_corpus:
         path = Path(cfg.from_corpus).expanduser()
+        capped = [f"{k}=-1" for k in ("n_train", "n_dev", "n_test") if getattr(cfg, k) == ALL]
+        if capped:
+            raise ValueError(f"{', '.join(capped)} is invalid with from_corpus={cfg.from_corpus!r} (one file: its "
+                             "sentences are dealt to the splits at random); allowed: -1 (all) only when from_corpus "
+                             "names a folder of split files, else an integer count")
         fmt, pool = read_corpus_sentences(path)
         counts = _split_counts(cfg, len(pool))
         order = np.random.default_rng([cfg.seed, 104]).permutation(len(pool)).tolist()
@@ -1013,7 +1181,7 @@ def build_corpus(cfg: SynthConfig) -> dict[str, Any]:
         grammar = Grammar.build(cfg)
         sentences = grammar_sentences(cfg, grammar, [s.gloss for s in signs])
     signers = make_signers(cfg)
-    plans = plan_sentences(cfg, signers, sentences)
+    plans = plan_sentences(cfg, signers, sentences, ids)
     return {"signs": signs, "constructed": constructed, "shared": shared, "grammar": grammar,
             "source": source, "signers": signers, "plans": plans}
 
@@ -1030,6 +1198,14 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
                                                          grammar, minimal pairs, per-split and per-sample counts,
                                                          each sample's rendered_sha256, the encoder build
 
+    With ``cfg.layout == "png"`` the videos are instead the PHOENIX-2014 release's frame folders, readable by
+    ``open_corpus("phoenix2014", out_root)`` as well as by the SynthSign reader::
+
+        features/fullFrame-210x260px/<split>/<id>/1/<video>.avi_pid0_fn000000-0.png, ...   folder column =
+                                                         "<id>/1/*.png"; <video> = id less "_default-<n>"
+
+    PNG is lossless: the decoded frames are the rendered frames, so their sha256 is ``rendered_sha256``.
+
     A previous corpus there (those three paths) is removed first; other files are left alone.
     ``synthsign.json`` is written last, so a folder that has it holds a complete corpus.
 
@@ -1044,7 +1220,8 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
     a sample's frames as H x W x 3 uint8 BGR arrays, row-major, in order, before encoding), the CSVs and
     ``synthsign.json`` less ``video.encoder`` are identical under every OpenCV/numpy build measured
     (README "Reproducibility"). The mp4 bytes, and so the decoded frames, are identical with one OpenCV
-    build only (``video.encoder``): the encoder differs between builds. ``workers > 1`` renders in a
+    build only (``video.encoder``): the encoder differs between builds. (PNG frames decode to the rendered
+    frames under every build; only their compressed bytes may differ.) ``workers > 1`` renders in a
     spawned process pool, so a script that calls it needs the usual ``if __name__ == "__main__":`` guard.
     """
     if not isinstance(cfg, SynthConfig):
@@ -1102,15 +1279,25 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
         raise RuntimeError(f"{len(wrong)} videos have a frame count other than planned (first: {wrong[0]})")
 
     for split in SPLITS:
-        _write_corpus_csv(manual / f"{split}.corpus.csv", plans[split], signers)
+        _write_corpus_csv(manual / f"{split}.corpus.csv", plans[split], signers, cfg.layout)
     stats = {split: _split_stats(plans[split], signers) for split in SPLITS}
     names = [s.gloss for s in signs]
+    config = asdict(cfg)
+    if cfg.layout == "mp4":
+        del config["layout"]  # the default: synthsign.json stays byte-identical to that of earlier versions
+        video = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "fourcc": FOURCC,
+                 "features": PHOENIX_FEATURES.as_posix(), "encoder": encoder_build()}
+    else:
+        video = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "layout": "png",
+                 "features": PHOENIX_FEATURES.as_posix(),
+                 "frames": "<split>/<id>/1/" + PHOENIX_FRAME_NAME.replace("{video}", "<video>").replace(
+                     "{frame:06d}", "<frame:06d>"),
+                 "encoder": f"OpenCV {cv2.__version__} PNG (lossless: decoded frames equal the rendered frames)"}
     meta = {
         "format": "synthsign",
         "version": FORMAT_VERSION,
-        "config": asdict(cfg),
-        "video": {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "fourcc": FOURCC,
-                  "features": PHOENIX_FEATURES.as_posix(), "encoder": encoder_build()},
+        "config": config,
+        "video": video,
         "inventory": {"handshapes": list(HANDSHAPES), "locations": list(LOCATIONS), "movements": list(MOVEMENTS)},
         "rest_glosses": list(REST_GLOSSES),
         "vocabulary": [s.to_json() for s in signs],
@@ -1139,6 +1326,7 @@ def generate(cfg: SynthConfig, out_root: Path, workers: int = 1, progress: bool 
         **{f"{split}_frames": stats[split]["frames"] for split in SPLITS},
         "minimal_pairs": len(meta["minimal_pairs"]),
         "held_out_signers": meta["held_out_signers"],
+        "layout": cfg.layout,
         "workers": workers,
         "seconds": round(time.perf_counter() - t0, 2),
     }
