@@ -100,10 +100,15 @@ def env() -> dict[str, str]:
 
 
 def sh(cmd: list[str], cwd: Path) -> str:
-    res = subprocess.run(cmd, cwd=cwd, env=env(), text=True, capture_output=True)
-    if res.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res.stdout
+    """Run ``cmd``; its output, or RuntimeError with the output's end. The output goes through a file, not a
+    pipe: ``dvc queue start`` leaves daemon workers holding its stdout, and reading a pipe would wait for them."""
+    with tempfile.TemporaryFile("w+") as out:
+        rc = subprocess.run(cmd, cwd=cwd, env=env(), text=True, stdout=out, stderr=subprocess.STDOUT).returncode
+        out.seek(0)
+        text = out.read()
+    if rc:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{text[-3000:]}")
+    return text
 
 
 def make_project(dest: Path, args: argparse.Namespace) -> None:
@@ -153,6 +158,19 @@ def workers_alive(project: Path) -> int:
     return sum(read_worker(p).alive for p in (project / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"))
 
 
+def stop_workers(project: Path, grace: float = 30) -> None:
+    """Wait for the queue workers to leave (they do ~10 s after the queue empties); after ``grace`` seconds ask
+    them to (``dvc queue stop``: a worker whose idle monitor died in kombu's race never leaves by itself)."""
+    deadline, asked = time.monotonic() + grace, False
+    while workers_alive(project):
+        if time.monotonic() > deadline:
+            if asked:
+                raise RuntimeError(f"{project}: queue workers still alive after `dvc queue stop`")
+            sh(["dvc", "queue", "stop"], project)
+            deadline, asked = time.monotonic() + 120, True
+        time.sleep(2)
+
+
 def lost_tasks(project: Path, names: list[str]) -> dict[str, str]:
     """Entries of ``names`` that ``ctca queue-doctor`` finds lost (a dead worker), with why."""
     from ctca.queue_doctor import classify, diagnose
@@ -168,11 +186,7 @@ def lost_tasks(project: Path, names: list[str]) -> dict[str, str]:
 
 def run_queue(project: Path, mode: str, jobs: int, args: argparse.Namespace) -> RunResult:
     """Queue the experiments of ``mode``, start ``jobs`` workers, wait until every one is done; the wall time."""
-    deadline = time.monotonic() + 120
-    while workers_alive(project):  # the previous run's workers leave ~10 s after their queue empties
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{project}: queue workers of an earlier run are still alive after 120 s")
-        time.sleep(2)
+    stop_workers(project)  # so that this run has exactly its own `jobs` workers
     cmds = queue_commands(mode, args)
     names = [c[c.index("-n") + 1] for c in cmds]
     for cmd in cmds:
@@ -199,7 +213,8 @@ def run_queue(project: Path, mode: str, jobs: int, args: argparse.Namespace) -> 
                 pending = set()
         if pending and now - t0 > args.timeout:
             lost.update({n: f"not done after {args.timeout:.0f} s (killed)" for n in pending})
-            subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=project, env=env(), capture_output=True)
+            subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=project, env=env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
             break
     seconds = time.monotonic() - t0
     res = RunResult(mode, jobs, seconds)
@@ -296,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             print(f"project kept in {project}")
         else:
-            deadline = time.monotonic() + 120
-            while workers_alive(project) and time.monotonic() < deadline:  # let the workers leave first
-                time.sleep(2)
+            try:
+                stop_workers(project)  # before their folder goes
+            except RuntimeError as exc:
+                print(f"warning: {exc}", file=sys.stderr)
             shutil.rmtree(project.parent, ignore_errors=True)
     return 0 if all(s == "Success" for r in runs for s in r.status.values()) else 1
 

@@ -427,6 +427,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; build nested dataclasses; lists become tuples."""
     origin = typing.get_origin(tp)
@@ -434,6 +437,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return _build(tp, value, key)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML 1.1 (PyYAML, and DVC writing `-S train.amp=off` into params.yaml) reads off/on/no/yes as
+            # booleans: take the spelling this key allows
+            spelled = [w for w in (("on", "yes", "true") if value else ("off", "no", "false")) if w in allowed]
+            value = spelled[0] if spelled else value
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is invalid; allowed: {', '.join(map(repr, allowed))}")
         return value
@@ -453,6 +461,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r} is invalid; expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # 4e-05: a float in YAML 1.2 and Python, a string to PyYAML (YAML 1.1)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}={value!r} is invalid; expected a number")
         return float(value)

@@ -1,9 +1,9 @@
 """Share this machine's CPU cores (and GPUs) among the ctca compute processes that run at once.
 
 Why: ``dvc queue start -j N`` runs N experiments at once, one process each, and torch gives every process
-as many threads as the machine has cores. N processes x all cores oversubscribe the CPU: with 2 workers on
-2 cores, SPM pretraining took 4x and a training epoch 6x as long as alone, so ``-j 2`` did 2-3x less work
-per hour than running the same experiments one after another.
+as many threads as the machine has cores. N processes x all cores oversubscribe the CPU: in a reported run
+with 2 workers on 2 cores, SPM pretraining took 4x and a training epoch 6x as long as alone, so ``-j 2`` did
+2-3x less work per hour than running the same experiments one after another.
 
 How: every compute stage (pretrain_spm, train, iiw, evaluate) registers its process in a machine-wide
 registry, one small JSON file per process in ``$CTCA_CORES_DIR`` (default

@@ -49,6 +49,7 @@ from ctca.cores import pid_alive
 READY = re.compile(r"\] (\S+) ready\.\s*$")
 RECEIVED = re.compile(r"Task dvc\.repo\.experiments\.queue\.tasks\.run_exp\[([0-9a-f-]+)\] received")
 FATAL = re.compile(r"(Unrecoverable error: .*)$")
+MONITOR = re.compile(r"\] Thread-\d+ \(monitor\)\s*$")  # how a worker logs its monitor thread's crash
 PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 KEYWORDS = {"true", "false", "null", "nan", "inf", "yes", "no", "on", "off", "none"}
 
@@ -63,6 +64,7 @@ class Worker:
     alive: bool
     log: Path | None = None
     error: str | None = None  # the last "Unrecoverable error" of its latest start
+    monitor_died: bool = False  # its idle monitor thread crashed (same race): it never leaves by itself
     tasks: set[str] = field(default_factory=set)  # run_exp task ids received since its latest start
     past_tasks: set[str] = field(default_factory=set)  # ... by its earlier starts
 
@@ -93,6 +95,7 @@ class Task:
     collected: bool = False  # the experiment ref exists
     overrides: list[str] = field(default_factory=list)  # -S arguments that re-create its params
     other_changes: list[str] = field(default_factory=list)  # files other than params.yaml it changed
+    unwritable: list[str] = field(default_factory=list)  # params keys -S cannot set readably (yaml11_changes)
     queued_again: bool = False  # another queued or running entry has its name
 
 
@@ -113,7 +116,7 @@ class Diagnosis:
 
 def read_worker(info_file: Path) -> Worker:
     """A worker slot from its dvc-task process file and its log (split at each start: ``<node> ready.``)."""
-    info = json.loads(info_file.read_text())
+    info = _read_json(info_file)
     pid, rc = info.get("pid"), info.get("returncode")
     alive = bool(pid) and rc is None and pid_alive(pid) and "queue-worker" in _cmdline(pid)
     worker = Worker(info_file.stem, pid, rc, alive)
@@ -129,11 +132,27 @@ def parse_worker_log(text: str, worker: Worker) -> None:
     for line in text.splitlines():
         if READY.search(line):
             worker.past_tasks |= worker.tasks
-            worker.tasks, worker.error = set(), None
+            worker.tasks, worker.error, worker.monitor_died = set(), None, False
+        elif MONITOR.search(line):
+            worker.monitor_died = True
         elif m := RECEIVED.search(line):
             worker.tasks.add(m.group(1))
         elif m := FATAL.search(line):
             worker.error = m.group(1).strip()
+
+
+def _read_json(path: Path, attempts: int = 5) -> dict:
+    """A JSON file that its writer (dvc-task) rewrites in place: a half-written read is tried again."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+    return {}
 
 
 def _cmdline(pid: int) -> str:
@@ -154,7 +173,7 @@ def _parent(pid: int) -> int | None:
 def read_run(info_file: Path) -> RunProcess | None:
     if not info_file.is_file():
         return None
-    info = json.loads(info_file.read_text())
+    info = _read_json(info_file)
     pid, rc = info.get("pid"), info.get("returncode")
     if not pid:
         return None
@@ -184,34 +203,69 @@ def hydra_value(value: object) -> str:
 
 
 def param_overrides(before: dict, after: dict) -> list[str]:
-    """The ``-S`` arguments that turn params ``before`` into ``after`` (changed and new keys; ``~key`` deletes)."""
+    """The ``-S`` arguments that turn params ``before`` into ``after``: ``key=value`` for a changed key,
+    ``+key=value`` for a new one (DVC refuses a plain ``key=`` for a key the file lacks), ``~key`` for a removed one."""
     old, new = flatten(before or {}), flatten(after or {})
-    out = [f"{k}={hydra_value(v)}" for k, v in new.items() if k not in old or old[k] != v]
+    out = [f"{'' if k in old else '+'}{k}={hydra_value(v)}" for k, v in new.items() if k not in old or old[k] != v]
     out += [f"~{k}" for k in old if k not in new]
     return out
+
+
+def yaml11_changes(value: object) -> bool:
+    """Whether DVC (a YAML 1.2 writer) writes ``value`` so that ctca's params loader (PyYAML, YAML 1.1) reads
+    something else back: a float in exponent form without a dot (``4e-05``: a string) or a string that YAML 1.1
+    takes for a boolean (``off``, ``yes``...: ``dvc exp run -S train.amp=off`` gives ``False``)."""
+    if isinstance(value, float):
+        text = repr(value)
+        return "e" in text and "." not in text.split("e")[0]
+    return isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n")
+
+
+def unwritable(before: dict, after: dict) -> list[str]:
+    """Keys of ``after`` that differ from ``before`` and that ``-S`` cannot write so that ctca reads them back."""
+    old, new = flatten(before or {}), flatten(after or {})
+    return [k for k, v in new.items() if (k not in old or old[k] != v) and yaml11_changes(v)]
 
 
 def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
 
 
-def entry_params(root: Path, baseline: str, rev: str) -> tuple[list[str], list[str]]:
-    """``-S`` arguments recreating the params of queue entry ``rev`` on ``baseline``, and the other files it
-    changes (what ``-S`` cannot express; DVC's own packed arguments ``.dvc/tmp/repro.dat`` left out)."""
+def entry_params(root: Path, baseline: str, rev: str) -> tuple[list[str], list[str], list[str]]:
+    """``-S`` arguments recreating the params of queue entry ``rev`` on ``baseline``, the keys among them that
+    ``-S`` cannot write readably (:func:`unwritable`), and the other files it changes (what ``-S`` cannot
+    express; DVC's own packed arguments ``.dvc/tmp/repro.dat`` left out)."""
     changed = [f for f in _git(root, "diff", "--name-only", baseline, rev).splitlines() if f]
-    overrides = []
+    overrides, odd = [], []
     if "params.yaml" in changed:
         def load(r):
             try:
                 return yaml.safe_load(_git(root, "show", f"{r}:params.yaml")) or {}
             except subprocess.CalledProcessError:
                 return {}
-        overrides = param_overrides(load(baseline), load(rev))
-    return overrides, [f for f in changed if f not in ("params.yaml", ".dvc/tmp/repro.dat")]
+        before, after = load(baseline), load(rev)
+        overrides, odd = param_overrides(before, after), unwritable(before, after)
+    return overrides, odd, [f for f in changed if f not in ("params.yaml", ".dvc/tmp/repro.dat")]
 
 
-def diagnose(root: Path | str = ".") -> Diagnosis:
-    """Read the DVC queue of the project at ``root`` (DVC's queue API, the worker files and ``/proc``)."""
+def diagnose(root: Path | str = ".", attempts: int = 3) -> Diagnosis:
+    """Read the DVC queue of the project at ``root`` (DVC's queue API, the worker files and ``/proc``).
+
+    The queue's files change while it runs, and DVC writes some of them in place (a run's ``.run`` info file):
+    a read that fails is tried again, ``attempts`` times in all, a second apart."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return _diagnose(Path(root))
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
+def _diagnose(root: Path) -> Diagnosis:
     from dvc.repo import Repo
     from dvc.repo.experiments.executor.base import ExecutorInfo, TaskStatus
     from dvc.repo.experiments.refs import ExpRefInfo
@@ -233,7 +287,7 @@ def diagnose(root: Path | str = ".") -> Diagnosis:
                 info = ExecutorInfo.load_json(queue.get_infofile_path(entry.stash_rev))
                 t.run_finished = info.status in (TaskStatus.SUCCESS, TaskStatus.FINISHED) or info.result_hash is not None
                 t.tempdir = Path(info.root_dir) if info.root_dir and Path(info.root_dir).is_dir() else None
-            except (FileNotFoundError, ValueError, TypeError):
+            except Exception:  # missing, or being written (DVC writes it in place): not known yet
                 pass
             if entry.name:
                 t.collected = repo.scm.get_ref(str(ExpRefInfo(entry.baseline_rev, entry.name))) is not None
@@ -248,7 +302,7 @@ def diagnose(root: Path | str = ".") -> Diagnosis:
         for t in tasks:
             t.queued_again = any(name == t.name and rev != t.rev for name, rev in others)
             try:
-                t.overrides, t.other_changes = entry_params(root, t.baseline, t.rev)
+                t.overrides, t.unwritable, t.other_changes = entry_params(root, t.baseline, t.rev)
             except subprocess.CalledProcessError:
                 t.other_changes = ["(its commit is gone: re-queue it by hand)"]
         head = _git(root, "rev-parse", "HEAD").strip()
@@ -292,7 +346,13 @@ def classify(task: Task, workers: list[Worker]) -> tuple[str, str]:
 
 def worker_line(w: Worker) -> str:
     if w.alive:
-        return f"{w.name} (pid {w.pid}): alive"
+        line = f"{w.name} (pid {w.pid}): alive"
+        if w.error:
+            line += f", stopping after {w.error}: it finishes the experiment it runs, then exits"
+        if w.monitor_died:
+            line += (": its idle monitor crashed (the same kombu race), so it will not leave when the queue is "
+                     "empty; `dvc queue stop` ends it once idle")
+        return line
     how = (f"exited with status {w.returncode}" if w.returncode and w.returncode > 0 else
            f"killed by signal {-w.returncode}" if w.returncode and w.returncode < 0 else
            "exited" if w.returncode == 0 else "gone")
@@ -311,7 +371,7 @@ def render(d: Diagnosis, jobs: int | None = None) -> tuple[str, bool]:
     out = [f"queue of {d.root}: {sum(t.status == 'Running' for t in d.tasks)} running, {d.queued} queued, "
            f"{d.success} success, {d.failed} failed"]
     out += ["workers:"] + [f"  {worker_line(w)}" for w in d.workers] if d.workers else ["workers: none started"]
-    alive = sum(w.alive for w in d.workers)
+    alive = sum(w.alive and not w.error for w in d.workers)  # a worker after an Unrecoverable error takes no more
     slots = jobs or max([len(d.workers), 1])
     kill, remove, requeue, stop, notes, cleanup = [], [], [], [], [], []
     for t in d.tasks:
@@ -341,6 +401,9 @@ def render(d: Diagnosis, jobs: int | None = None) -> tuple[str, bool]:
         requeue.append(" ".join(q(c) for c in cmd))
         if t.run_finished:
             notes.append(f"{t.name}: its run had finished; the re-queued run restores its stages from the run cache")
+        if t.unwritable:
+            notes.append(f"{t.name}: DVC writes {', '.join(t.unwritable)} so that ctca reads another value back "
+                         "(4e-05 becomes a string, off a boolean): set them in params.yaml instead (4.0e-5, 'off')")
         if t.other_changes:
             notes.append(f"{t.name}: the entry also changed {', '.join(t.other_changes)}, which -S cannot set: "
                          f"`git checkout {t.rev[:10]} -- <file>` them into the workspace before re-queuing")
@@ -378,6 +441,9 @@ def main(root: str = ".", jobs: int | None = None) -> int:
     """Print the diagnosis; 0 = healthy, 1 = something to do (the commands are printed), 2 = cannot read."""
     import sys
 
+    if not (Path(root) / ".dvc").is_dir():
+        print(f"queue-doctor: error: {root}: not a DVC project (no .dvc folder); pass --root", file=sys.stderr)
+        return 2
     try:
         d = diagnose(root)
     except Exception as exc:  # not a DVC/git repository, or a DVC whose queue internals changed

@@ -255,12 +255,12 @@ def test_encoded_store_detects_corruption_and_missing_frames(frames_dir, vocab, 
         ClipStore(out)
 
 
-def test_encoded_split_pickles_without_its_maps(frames_dir, vocab, tmp_path):
+def test_encoded_split_pickles_without_its_file_descriptors(frames_dir, vocab, tmp_path):
     write_clip_store(frames_dir, tmp_path / "clips", vocab, progress=False, store="encoded")
     sp = ClipStore(tmp_path / "clips").split("train")
-    _ = sp[0]  # maps a shard
+    _ = sp[0]  # opens a shard
     clone = pickle.loads(pickle.dumps(sp))
-    assert all(r._data is None for r in clone._readers.values())
+    assert all(r._fd is None for r in clone._readers.values())
     assert np.array_equal(clone[2], sp[2])
     sub = sp.subset([2, 0])
     assert sub.ids == ["t2", "t0"] and np.array_equal(sub[0], sp[2])

@@ -92,3 +92,20 @@ def test_fingerprint_changes_with_any_value():
     a, b = Params(), parse_params({"tam": {"depth": 2}})
     assert fingerprint(a.tam) != fingerprint(b.tam)
     assert fingerprint(a.tam) == fingerprint(Params().tam)
+
+
+def test_values_dvc_writes_with_set_are_read_as_meant():
+    """`dvc exp run -S train.amp=off -S smkd.decouple_lr=4e-5` writes `amp: off` and `decouple_lr: 4e-05` into
+    params.yaml, which PyYAML (YAML 1.1) reads as False and as the string '4e-05'."""
+    import yaml
+
+    from ctca.config import ConfigError, parse_params
+
+    data = yaml.safe_load("train:\n  amp: off\nsmkd:\n  decouple_lr: 4e-05\nvac:\n  tau: 1E+1\n")
+    assert data["train"]["amp"] is False and data["smkd"]["decouple_lr"] == "4e-05"
+    params = parse_params(data)
+    assert params.train.amp == "off" and params.smkd.decouple_lr == 4e-5 and params.vac.tau == 10.0
+    with pytest.raises(ConfigError, match="train.device=True is invalid"):  # no 'on' spelling for this key
+        parse_params({"train": {"device": True}})
+    with pytest.raises(ConfigError, match="smkd.decouple_lr='fast' is invalid"):
+        parse_params({"smkd": {"decouple_lr": "fast"}})

@@ -245,8 +245,8 @@ class EncodedClipSplit(ClipSplit):
     """The clips of one split of an encoded store: ``split[i]`` decodes clip ``i``'s frames from its frame
     shard; :meth:`read` decodes only the frames asked for (each distinct frame once).
 
-    Shard readers are opened lazily and their memory maps are not pickled (:class:`ShardReader`), so each
-    DataLoader worker maps the shards itself and the decoding happens in the workers.
+    Shard readers open their files lazily and do not pickle the descriptors (:class:`ShardReader`), so each
+    DataLoader worker opens the shards itself and the decoding happens in the workers.
     """
 
     def __init__(self, name: str, frames_dir: Path, frame_shape: Sequence[int], metas: list[ClipMeta]):
