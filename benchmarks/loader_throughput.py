@@ -112,7 +112,7 @@ def time_epoch(loader: ClipLoader, epoch: int) -> tuple[float, int]:
     t0 = time.perf_counter()
     for batch in loader:
         frames += int(batch.mask.sum()) - 12 * len(batch)  # real frames (the collate pads 6 + 6 per clip)
-        float(batch.video[:, 0, 0, 0, 0].sum())
+        int(batch.video[:, 0, 0, 0, 0].sum())
     return time.perf_counter() - t0, frames
 
 
@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.repeats} repeats after a warm-up epoch")
         rates: dict[tuple[str, int], list[float]] = {}
         for workers in (1, args.workers):
-            loaders = {name: make_loader(ds, args.batch_size, True, pad=6, stride=4, num_workers=workers)
+            # uint8 batches, as training loads them (scaled to [-1, 1] by batch.to(device), on the GPU)
+            loaders = {name: make_loader(ds, args.batch_size, True, pad=6, stride=4, num_workers=workers,
+                                         normalize=False)
                        for name, ds in datasets.items()}
             for loader in loaders.values():
                 time_epoch(loader, 0)  # worker start-up, page cache

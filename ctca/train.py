@@ -138,7 +138,7 @@ def fit(
     train_set = ClipDataset(train_clips, augment, train=True, seed=params.train.seed)
     train_loader = make_loader(train_set, loader_cfg.batch_size, train=True, pad=pad, stride=stride,
                                num_workers=loader_cfg.num_workers, seed=params.train.seed,
-                               num_replicas=ctx.world_size, rank=ctx.rank)
+                               num_replicas=ctx.world_size, rank=ctx.rank, normalize=False)  # scaled by batch.to
     dev_split = store.split("dev") if "dev" in store.splits else None
     decoder = make_decoder(1)  # greedy for model selection; the evaluate stage uses decode.beam_width
     snapshots: list[Path] = []

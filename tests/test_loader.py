@@ -84,6 +84,20 @@ def test_collate_reproduces_vac_padding():
     assert torch.allclose(batch.video[0, 15], torch.full((3, 2, 2), 9 / 127.5 - 1))
 
 
+def test_uint8_batches_scale_on_transfer_bit_identically():
+    """collate(normalize=False) hands over uint8 frames; Batch.to() scales them to exactly what collate would."""
+    rng = torch.Generator().manual_seed(0)
+    samples = [dict(item(n, [1, 2], f"c{n}"), video=torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8,
+                                                                   generator=rng)) for n in (5, 9, 2)]
+    float_batch = collate(samples, pad=6, stride=4)
+    raw = collate(samples, pad=6, stride=4, normalize=False)
+    assert raw.video.dtype == torch.uint8 and raw.video.numel() == float_batch.video.numel()
+    moved = raw.to("cpu")
+    assert moved.video.dtype == torch.float32 and torch.equal(moved.video, float_batch.video)
+    assert torch.equal(float_batch.to("cpu").video, float_batch.video)  # a float batch is left as it is
+    assert torch.equal(moved.mask, float_batch.mask) and moved.ids == float_batch.ids
+
+
 def test_collate_plain_padding_keeps_true_lengths():
     batch = collate([item(3, [1], "a"), item(7, [2], "b"), item(5, [3], "c")], pad=0, stride=1)
     assert batch.lengths.tolist() == [7, 5, 3] and batch.video.shape[1] == 7
