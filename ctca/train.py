@@ -196,6 +196,9 @@ def fit(
         else:  # resumed within this epoch: its start hook ran before (its state is in the checkpoint)
             hook_metrics, sums = partial["hook_metrics"], partial["sums"]
             total, n_samples, nonfinite, frames, skipped = partial["counters"]
+            if not ctx.is_main:  # the counters are all ranks' sums: counted once, on rank 0
+                sums = {k: 0.0 for k in sums}
+                total, n_samples, nonfinite, frames, skipped = 0.0, 0, 0, 0, 0
             done = partial["step"]
             t0 -= partial["seconds"]
             partial = None

@@ -21,7 +21,7 @@ SCRIPTS = {name: f"stages/{m.group(1)}.py" for name, s in STAGES.items()
            if isinstance(s.get("cmd"), str) and (m := re.fullmatch(r"python -m stages\.(\w+)", s["cmd"].strip()))}
 # keys that do not change a stage's outputs: where MLflow runs go (the report, whose "Methods compared" depends on
 # it, lists it), and how training is executed (dvc.yaml's train comment)
-NOT_OUTPUT_KEYS = ("tracking", "train.nproc", "train.threads")
+NOT_OUTPUT_KEYS = ("tracking", "train.nproc", "train.threads", "train.checkpoint_steps")
 
 
 def test_every_stage_is_a_stage_script():
