@@ -23,7 +23,8 @@ behaves when a worker dies, as measured on this version:
   (still not in the repository: a Success entry without its experiment is lost too).
 
 Recovery, with DVC's commands only (the doctor prints them for each entry, with the entry's own params):
-``dvc queue kill NAME`` (the process is gone: marks the entry done), ``dvc queue remove NAME``, re-queue with
+``dvc queue kill NAME`` (the process is gone: ends the entry) or, for an entry already done, ``dvc queue remove
+NAME``; re-queue with
 the same ``-S`` params (``dvc exp run --queue -n NAME -S ...``: every stage the dead run finished is restored
 from the run cache, not recomputed), ``dvc queue start -j N``. The doctor never re-queues an entry whose run
 process is still alive (that would run it twice) nor one whose experiment is already in the repository.
@@ -389,8 +390,9 @@ def render(d: Diagnosis, jobs: int | None = None) -> tuple[str, bool]:
             continue
         out.append(f"{'STALE' if kind == 'collected' else 'LOST'}    {label}: {why}")
         if t.status == "Running":
-            kill.append(t.name)
-        remove.append(t.name)
+            kill.append(t.name)  # ends the entry: with its worker dead, a `dvc queue remove` after it finds no such name
+        else:
+            remove.append(t.name)
         if t.tempdir is not None:
             cleanup.append(str(t.tempdir))
         if kind == "collected" or t.queued_again:

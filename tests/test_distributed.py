@@ -23,9 +23,9 @@ def _worker(clips: str, out: str, method: str) -> None:  # runs in each torchrun
     seen: list[str] = []
     collate = loader.collate
 
-    def spy(samples, pad, stride):
+    def spy(samples, pad, stride, **options):
         seen.extend(s["id"] for s in samples if s.get("train_batch", True))
-        return collate(samples, pad, stride)
+        return collate(samples, pad, stride, **options)
 
     loader.collate = spy  # which clips this rank trained on
     params = parse_params({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "epochs": 1, "device": "cpu"}, "model": {"method": method},
