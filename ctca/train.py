@@ -197,8 +197,7 @@ def fit(
             hook_metrics, sums = partial["hook_metrics"], partial["sums"]
             total, n_samples, nonfinite, frames, skipped = partial["counters"]
             if not ctx.is_main:  # the counters are all ranks' sums: counted once, on rank 0
-                sums = {k: 0.0 for k in sums}
-                total, n_samples, nonfinite, frames, skipped = 0.0, 0, 0, 0, 0
+                sums, (total, n_samples, nonfinite, frames, skipped) = {k: 0.0 for k in sums}, (0.0, 0, 0, 0, 0)
             done = partial["step"]
             t0 -= partial["seconds"]
             partial = None
@@ -219,13 +218,12 @@ def fit(
                                     partial={"step": step - 1, "seconds": time.time() - t0,
                                              "hook_metrics": hook_metrics, "counters": counters[:5],
                                              "sums": dict(zip(sorted(sums), counters[5:], strict=True))})
-                # other ranks continue from zero sums after a resume: the epoch's all-reduce adds them up
-                if not ctx.is_main:
-                    sums = {k: 0.0 for k in sums}
-                    total, n_samples, nonfinite, frames, skipped = 0.0, 0, 0, 0, 0
-                else:
-                    total, n_samples, nonfinite, frames, skipped = counters[:5]
-                    sums = dict(zip(sorted(sums), counters[5:], strict=True))
+                if ctx.enabled:  # rank 0 now holds every rank's sums, as a resume would: the others go on from 0
+                    if ctx.is_main:
+                        sums = dict(zip(sorted(sums), counters[5:], strict=True))
+                        total, n_samples, nonfinite, frames, skipped = counters[:5]
+                    else:
+                        sums, (total, n_samples, nonfinite, frames, skipped) = {k: 0.0 for k in sums}, (0.0, 0, 0, 0, 0)
             batch = batch.to(device)
             with autocast(device, params.train.amp):
                 out = net(batch.video, batch.mask, batch.lengths, **method.forward_options)

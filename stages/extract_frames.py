@@ -5,7 +5,7 @@ from __future__ import annotations
 from ctca.config import Params
 from ctca.data.corpus import SPLITS, open_corpus
 from ctca.data.frames import extract_frames
-from ctca.pipeline import EXTRACT_FRAMES_SUMMARY, FRAMES_DIR, corpus_root, read_json, stage_main, write_json
+from ctca.pipeline import EXTRACT_FRAMES_SUMMARY, FRAMES_DIR, corpus_root, stage_main, write_json
 from ctca.tracking import stage_run
 
 
@@ -23,8 +23,7 @@ def run(params: Params) -> None:
             manifest = FRAMES_DIR / "manifest.json"
             if manifest.is_file():
                 run.log_artifact(manifest)
-        counts = read_json(FRAMES_DIR / "manifest.json")["counts"]
-        shards = summary["shards"]
+        counts, shards = summary["counts"], summary["shards"]
         stored = {"shards": len(shards), "frames": sum(s["frames"] for s in shards),
                   "bytes": sum(s["bytes"] for s in shards)}
         write_json(EXTRACT_FRAMES_SUMMARY, {"counts": counts, "failed": summary.get("failed", []), "stored": stored})

@@ -8,7 +8,6 @@ such as PHOENIX ship in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -24,7 +23,15 @@ import numpy as np
 from tqdm import tqdm
 
 from ctca.data.corpus import Sample
-from ctca.data.shards import CODECS, SHARD_BYTES, ShardReader, ShardWriter, encode_frame, remove_shards
+from ctca.data.shards import (
+    CODECS,
+    SHARD_BYTES,
+    ShardReader,
+    ShardWriter,
+    encode_frame,
+    encoded_sha1,
+    remove_shards,
+)
 
 MANIFEST = "manifest.json"
 FRAMES_FORMAT = "ctca.frames/2"  # 1 was a folder of PNGs per sample
@@ -286,13 +293,10 @@ def extract_frames(
             if r["ok"]:
                 c["ok"] += 1
                 encoded = r.pop("encoded")
-                digest = hashlib.sha1()
-                for buf in encoded:
-                    digest.update(buf)
                 writer = writers.setdefault(r["split"], ShardWriter(out_dir, r["split"], shard_bytes))
                 shard, first = writer.add(encoded)
                 ok.append({**{k: r[k] for k in ("id", "split", "signer", "glosses", "n_frames") },
-                           "shard": shard, "first": first, "sha1": digest.hexdigest(), "source": r["source"],
+                           "shard": shard, "first": first, "sha1": encoded_sha1(encoded), "source": r["source"],
                            **({"warning": r["warning"]} if "warning" in r else {})})
             else:
                 c["failed"] += 1
@@ -337,6 +341,6 @@ def read_sample(frames_dir: Path | str, sample: dict) -> np.ndarray:
     reader = ShardReader(Path(frames_dir), sample["shard"])
     what = f"{Path(frames_dir) / MANIFEST}: sample {sample['split']}/{sample['id']}"
     reader.check_rows(sample["first"], sample["n_frames"], what)
-    if hashlib.sha1(reader.span(sample["first"], sample["n_frames"])).hexdigest() != sample["sha1"]:
+    if reader.sha1(sample["first"], sample["n_frames"]) != sample["sha1"]:
         raise ValueError(f"{what}: its bytes in {reader.path} do not match the sha1 in the manifest (corrupt shard)")
     return np.stack([reader.frame(sample["first"] + t) for t in range(sample["n_frames"])])

@@ -12,12 +12,12 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ctca.data.cache import ClipSplit
+from ctca.data.cache import ClipSplit, center_box
+from ctca.data.shards import mirror_frames
 
 # VAC rounds the rescaled length up to a multiple of 4, the temporal stride of its K5-P2-K5-P2 TAM.
 TEMPORAL_MULTIPLE = 4
@@ -56,9 +56,7 @@ def _channels_first(view: np.ndarray, flip: bool) -> torch.Tensor:
     # Indexing time and space together copies only the kept frames' crops out of the memmap.
     clip = np.ascontiguousarray(view)
     if flip:
-        # All frames as one (T*crop, crop, 3) image: cv2.flip mirrors every row, i.e. every frame,
-        # about 10x faster than numpy's negative-stride copy of 3-byte pixels.
-        clip = cv2.flip(clip.reshape(-1, clip.shape[2], 3), 1).reshape(clip.shape)
+        clip = mirror_frames(clip)
     # A contiguous channels-first copy: collate's float scaling is ~4x slower on strided input.
     return torch.from_numpy(np.ascontiguousarray(clip.transpose(0, 3, 1, 2)))
 
@@ -69,7 +67,7 @@ def eval_clip(frames: np.ndarray, crop: int) -> torch.Tensor:
     h, w = frames.shape[1:3]
     if h < crop or w < crop:
         raise ValueError(f"frames of {h}x{w} pixels are smaller than the {crop}-pixel crop")
-    y, x = (h - crop) // 2, (w - crop) // 2
+    y, x, _ = center_box(h, w, crop)
     return _channels_first(frames[:, y : y + crop, x : x + crop], False)
 
 
@@ -156,8 +154,7 @@ class ClipDataset(Dataset):
             times, box, flip = self.plan(i, meta.n_frames, h, w)
             video = _channels_first(self.split.read(i, times, box, flip), False)
         else:
-            c = self.augment.crop
-            video = _channels_first(self.split.read(i, None, ((h - c) // 2, (w - c) // 2, c)), False)
+            video = _channels_first(self.split.read(i, None, center_box(h, w, self.augment.crop)), False)
         return self.item(i, video)
 
     def make_item(self, i: int, frames: np.ndarray) -> dict:
