@@ -7,6 +7,7 @@
     ctca sync-exps                      tag MLflow runs with their DVC experiment commit
     ctca score HYP REF --protocol P     sclite-exact WER of a hypothesis file against an STM
     ctca compare [--by KEY] [--out F]   experiments from MLflow grouped by a param (mean ± std over seeds)
+    ctca ablation queue|report          the CTCA poster's tables (3 seeds, paired differences, verdicts)
     ctca study queue|report             the chain-depth study: queue tam.depth x seeds; gather it from MLflow
                                         (reports/study/: written by no DVC stage, so no stage rerun deletes it)
     ctca queue-doctor [--jobs N]        queue entries a dead `dvc queue` worker left Running, and the DVC
@@ -188,6 +189,36 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablation(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ctca.ablation import ROWS, TABLE_KEYS, assign, queue, report
+    from ctca.compare import collect
+
+    tables = args.tables or list(TABLE_KEYS)
+    unknown = sorted(set(tables) - set(TABLE_KEYS))
+    if unknown:
+        print(f"error: unknown table(s) {', '.join(unknown)}; allowed: {', '.join(TABLE_KEYS)}", file=sys.stderr)
+        return 2
+    base = yaml.safe_load(Path("params.yaml").read_text())
+    assigned = assign(collect(args.experiment), base)
+    if args.action == "queue":
+        unknown = sorted(set(args.rows) - set(ROWS))
+        if unknown:
+            print(f"error: unknown row(s) {', '.join(unknown)}; allowed: {', '.join(ROWS)}", file=sys.stderr)
+            return 2
+        names = queue(tables, args.seeds, assigned, rows=args.rows)
+        print(f"queued {len(names)} experiments (rows with a finished experiment per seed are skipped): "
+              f"{' '.join(names)}\nrun them with: dvc queue start -j 2, then: ctca ablation report")
+        return 0
+    command = "ctca ablation report" + (f" --tables {' '.join(tables)}" if args.tables else "") + f" --out {args.out}"
+    text = report(assigned, tables, command=command)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text, end="")
+    return 0
+
+
 def _study(args: argparse.Namespace) -> int:
     from ctca.compare import collect
     from ctca.pipeline import FIGURES_DIR, STUDY_DIR
@@ -282,6 +313,17 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: the README of reports/study/)")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
     p.set_defaults(func=_study)
+
+    p = sub.add_parser("ablation", help="the CTCA poster's tables on SynthSign: queue them, or report them")
+    p.add_argument("action", choices=["queue", "report"])
+    p.add_argument("--tables", nargs="+", default=None, metavar="TABLE",
+                   help="diagnosis, table5, methods, table78 (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rows", nargs="+", default=[], metavar="ROW",
+                   help="queue: only these rows (ctca.ablation.ROWS), in this order")
+    p.add_argument("--out", default="reports/ctca-tables.md", help="report file")
+    p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
+    p.set_defaults(func=_ablation)
 
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
     p.add_argument("--experiment", default="ctca")

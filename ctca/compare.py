@@ -20,9 +20,10 @@ EVAL_METRICS = ("dev_wer", "dev_del", "dev_ins", "test_wer", "test_del", "test_i
 def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: Sequence[str] = ()) -> list[dict]:
     """One dict per DVC experiment with a finished train and evaluate run (plus ``stages`` runs' metrics).
 
-    Keys: ``exp`` (DVC experiment name), the :data:`TRAIN_PARAMS` as logged, ``parameters`` (inference
-    parameter count), the :data:`EVAL_METRICS`, ``protocol``, and for each extra stage ``<stage>.<metric>``
-    (the metric's latest value) and ``<stage>_run`` (its run id, for per-epoch histories).
+    Keys: ``exp`` (DVC experiment name), the :data:`TRAIN_PARAMS` as logged, ``params`` and
+    ``train_metrics`` (all of the train run's, latest values), ``parameters`` (inference parameter
+    count), the :data:`EVAL_METRICS`, ``protocol``, and for each extra stage ``<stage>.<metric>`` (the
+    metric's latest value) and ``<stage>_run`` (its run id, for per-epoch histories).
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -52,6 +53,7 @@ def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: S
         row = {"exp": train.data.tags.get("dvc.exp_name", parent), "parent_run": parent, "train_run": train.info.run_id,
                "parameters": train.data.metrics.get("parameters"), "protocol": ev.data.params.get("protocol")}
         row.update({k: train.data.params.get(k) for k in TRAIN_PARAMS})
+        row["params"], row["train_metrics"] = dict(train.data.params), dict(train.data.metrics)
         row.update({k: ev.data.metrics.get(k) for k in EVAL_METRICS})
         for stage in stages:
             run = latest.get((parent, stage))

@@ -226,20 +226,29 @@ class CtcaConfig:
     """The reconstructed CTCA network and CCKD loss choices : every one is a switch (docs/methods.md#ctca-switches)."""
 
     local_kernels: tuple[int, ...] = (3, 3, 3)  # local path F3-F3-F3 ("same" padding, no pooling)
-    global_layers: int = 2  # global path: BiLSTM layers
-    # full frame rate, or a shared MaxPool1d(2) x2 first (docs/methods.md#ctca-switches)
-    downsample: Literal["none", "pool4"] = "none"
+    global_path: Literal["blstm", "dilated"] = "blstm"  # global path: BiLSTM, or dilated convolutions (Table 8)
+    global_layers: int = 1  # global path: BiLSTM layers
+    dilations: tuple[int, ...] = (1, 2, 4, 8)  # global_path=dilated: one residual k=3 block per dilation
+    # before both paths: nothing (full frame rate), MaxPool1d(2) once or twice, or shared conv blocks
+    # K5-P2 once or twice (docs/methods.md#ctca-switches)
+    downsample: Literal["none", "pool2", "pool4", "k5p2", "k5p2k5p2"] = "k5p2k5p2"
+    mask_padding: bool = True  # padded frames out of the local path's BatchNorm statistics and convolutions
     classifier: Literal["normlinear", "linear"] = "normlinear"  # one classifier per path, of this type
     inference: Literal["global", "local"] = "global"  # the single branch kept at inference
+    reduction: Literal["sample_sum", "frame_mean"] = "sample_sum"  # CCKD terms summed per video (as CTC), or frame means
+    cckd_warmup: int = 0  # > 0: the CCKD weights ramp up linearly over this many first epochs
     proj_dim: int = 256  # projection heads of L_l2g
     tau_mi: float = 0.1
     exclude: int = 4  # L_l2g negatives exclude frames within this distance
-    l2g_mi: bool = True  # the I(.,.) term (Table 5 "A - I"): InfoNCE; false = cosine feature matching
+    l2g_negatives: Literal["video", "batch"] = "video"  # L_l2g negatives: the same video only, or the whole batch
+    l2g_mi: bool = True  # the I(.,.) term (Table 5 "A - I"): InfoNCE; false = its positive term alone
     g2l_mode: Literal["correlation", "posterior"] = "correlation"  # posterior = VAC-style logit KD fallback
+    g2l_form: Literal["pairwise", "kl"] = "pairwise"  # correlation mode: ω-weighted squared differences, or a KL
     tau_kd: float = 8.0  # temperature of the posterior mode's logit distillation
     g2l_omega: bool = True  # the omega(.,.) weighting (Table 5 "D - omega"); false = uniform pair weights
     tau_omega: float = 0.1
     rc_target: Literal["cross", "spm"] = "cross"  # cross-context reconstruction, or of the SPM features
+    cmd_target: Literal["features", "classifier"] = "features"  # L_cmd on the global features at aligned frames
     cmd_window: int = 2  # PPMI co-occurrence window of the gloss embeddings (linguistic prior)
     cmd_dim: int = 256
     cmd_tau: float = 0.1
@@ -248,9 +257,12 @@ class CtcaConfig:
         _check(len(self.local_kernels) >= 1 and all(k >= 1 and k % 2 == 1 for k in self.local_kernels),
                f"{p}.local_kernels", self.local_kernels, "a non-empty list of odd kernel sizes")
         _check(1 <= self.global_layers <= 6, f"{p}.global_layers", self.global_layers, "1 <= x <= 6")
+        _check(len(self.dilations) >= 1 and all(d >= 1 for d in self.dilations), f"{p}.dilations",
+               self.dilations, "a non-empty list of integers >= 1")
         for k in ("proj_dim", "cmd_dim", "cmd_window"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
         _check(self.exclude >= 0, f"{p}.exclude", self.exclude, "an integer >= 0")
+        _check(self.cckd_warmup >= 0, f"{p}.cckd_warmup", self.cckd_warmup, "an integer >= 0")
         for k in ("tau_mi", "tau_omega", "cmd_tau", "tau_kd"):
             _check(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "> 0")
 
@@ -264,10 +276,11 @@ class LossWeights:
     ctc_global: float = 1.0  # ctca: CTC of the global path
     ctc_local: float = 1.0  # ctca: CTC of the local path
     va: float = 25.0  # vac: visual alignment
-    l2g: float = 1.0
-    g2l: float = 1.0
-    rc: float = 1.0
-    cmd: float = 0.1
+    # ctca: chosen from the gradient ratios at the SPM output (docs/methods.md#cckd-scale)
+    l2g: float = 0.04
+    g2l: float = 0.5
+    rc: float = 0.25
+    cmd: float = 0.08
     seg: float = 1.0  # SMKD gloss segmentation (label-smoothed CE on GSBA pseudo-labels)
 
     def validate(self, p: str) -> None:

@@ -37,12 +37,15 @@ from ctca.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from ctca.evaluate import evaluate_split, resolve_protocol
 from ctca.losses.ctc import feasibility
 from ctca.methods import make_method
-from ctca.methods.base import Method, TrainingData
+from ctca.methods.base import Method, TrainingData, gradient_ratios
 from ctca.models.resnet import load_pretrained
 
 log = logging.getLogger(__name__)
 # train.* keys that decide where and how fast a run goes, not what it learns: not part of the fingerprint
 RUNTIME_KEYS = ("threads", "nproc", "device", "checkpoint_steps")
+# every N-th step of an epoch (the first included), each loss term's gradient at the SPM output is measured
+# against CTC's (methods.base.gradient_ratios) and logged per epoch as grad_ratio_<term>; single-process only
+GRAD_RATIO_EVERY = 10
 
 
 @dataclass
@@ -192,9 +195,10 @@ def fit(
         if partial is None:
             hook_metrics = method.on_epoch_start(model, epoch)
             sums: dict[str, float] = {}
+            ratios: dict[str, list[float]] = {}  # term -> [sum of gradient ratios, measured steps]
             total, n_samples, nonfinite, frames, skipped, done = 0.0, 0, 0, 0, 0, 0
         else:  # resumed within this epoch: its start hook ran before (its state is in the checkpoint)
-            hook_metrics, sums = partial["hook_metrics"], partial["sums"]
+            hook_metrics, sums, ratios = partial["hook_metrics"], partial["sums"], partial.get("ratios", {})
             total, n_samples, nonfinite, frames, skipped = partial["counters"]
             if not ctx.is_main:  # the counters are all ranks' sums: counted once, on rank 0
                 sums, (total, n_samples, nonfinite, frames, skipped) = {k: 0.0 for k in sums}, (0.0, 0, 0, 0, 0)
@@ -216,7 +220,7 @@ def fit(
                                     optimizer=optimizer.state_dict(), rng=rng_state(), history=history, best=best,
                                     method_state=method.state_dict(), params=to_dict(params), extras=extras,
                                     partial={"step": step - 1, "seconds": time.time() - t0,
-                                             "hook_metrics": hook_metrics, "counters": counters[:5],
+                                             "hook_metrics": hook_metrics, "counters": counters[:5], "ratios": ratios,
                                              "sums": dict(zip(sorted(sums), counters[5:], strict=True))})
                 if ctx.enabled:  # rank 0 now holds every rank's sums, as a resume would: the others go on from 0
                     if ctx.is_main:
@@ -235,6 +239,11 @@ def fit(
                 if ctx.enabled:  # every rank must join the gradient all-reduce: step on a zero loss
                     (res.total.nan_to_num(0.0, 0.0, 0.0) * 0.0).backward()
                 continue
+            if not ctx.enabled and (step - 1) % GRAD_RATIO_EVERY == 0 and out.features.get("spm") is not None:
+                for k, r in gradient_ratios(out.features["spm"], res).items():
+                    if r == r:  # NaN when no CTC gradient reaches the SPM: nothing to compare with
+                        total_r, n_r = ratios.get(k, (0.0, 0))
+                        ratios[k] = [total_r + r, n_r + 1]
             res.total.backward()
             optimizer.step()
             good = len(batch.ids) - res.nonfinite
@@ -253,6 +262,7 @@ def fit(
                    "skipped_batches": int(skipped), "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": seconds,
                    "train_frames_per_second": frames / max(seconds, 1e-9), "torch_threads": threads, **hook_metrics}
         metrics.update({f"loss_{k}": v / max(n_samples, 1) for k, v in zip(keys, reduced[5:], strict=True)})
+        metrics.update({f"grad_ratio_{k}": total_ratio / n for k, (total_ratio, n) in sorted(ratios.items()) if n})
         if nonfinite and ctx.is_main:
             log.warning("epoch %d: %d samples had a non-finite CTC loss (excluded from the mean); %d batches "
                         "without any finite loss were not stepped on", epoch + 1, nonfinite, skipped)

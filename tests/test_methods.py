@@ -7,21 +7,27 @@ import pytest
 import torch
 
 from ctca.config import parse_params
-from ctca.losses.cckd import cmd_prototype_kl, g2l_correlation, l2g_infonce, reconstruction
+from ctca.losses.cckd import cmd_feature_kl, cmd_prototype_kl, g2l_correlation, l2g_infonce, reconstruction
 from ctca.losses.ctc import ctc_loss
 from ctca.losses.distill import seq_kd
 from ctca.losses.smkd import label_smoothed_ce
 from ctca.methods import make_method
 from ctca.methods.baseline import Baseline
+from ctca.methods.ctca import gloss_alignment
 from ctca.models.heads import class_columns
 
 WEIGHTS = {"ctc_seq": 0.7, "ctc_conv": 1.3, "ctc_global": 0.9, "ctc_local": 1.1, "va": 25.0, "l2g": 0.5, "g2l": 2.0,
            "rc": 3.0, "cmd": 0.1, "seg": 1.5}
 
 
-def setup(method, **loss):
+FIRST = {"reduction": "frame_mean", "l2g_negatives": "batch", "g2l_form": "kl", "cmd_target": "classifier",
+         "mask_padding": False}  # the first reconstruction's switches (docs/methods.md#ctca-switches)
+
+
+def setup(method, ctca=None, **loss):
     params = parse_params({"model": {"method": method}, "tam": {"depth": 3, "hidden": 8},
-                           "spm": {"channels": [4]}, "ctca": {"proj_dim": 4, "cmd_dim": 3, "downsample": "none"},
+                           "spm": {"channels": [4]},
+                           "ctca": {"proj_dim": 4, "cmd_dim": 3, "downsample": "none", **(ctca or {})},
                            "loss": {"weights": WEIGHTS, **loss}})
     torch.manual_seed(0)
     method = make_method(params)
@@ -70,7 +76,8 @@ def test_smkd_adds_the_gloss_segmentation_term_only_with_pseudo_labels():
 
 
 def test_ctca_total_is_the_weighted_sum_of_every_cckd_term():
-    method, model, out, batch = setup("ctca")
+    """The first reconstruction (FIRST) and the revised defaults: each term is its documented formula."""
+    method, model, out, batch = setup("ctca", FIRST)
     res = method.loss(model, out, batch)
     f, lengths = out.features, out.lengths
     expected = (WEIGHTS["ctc_global"] * ctc(out, "global", batch) + WEIGHTS["ctc_local"] * ctc(out, "local", batch)
@@ -81,6 +88,19 @@ def test_ctca_total_is_the_weighted_sum_of_every_cckd_term():
                 + WEIGHTS["cmd"] * cmd_prototype_kl(class_columns(model.global_classifier), model.gloss_embeddings,
                                                     torch.arange(1, 6)))
     assert set(res.parts) == {"ctc_global", "ctc_local", "l2g", "g2l", "rc", "cmd"}
+    assert torch.isclose(res.total, expected, rtol=1e-5)
+
+    method, model, out, batch = setup("ctca")
+    res = method.loss(model, out, batch)
+    f, lengths, red = out.features, out.lengths, "sample_sum"
+    aligned = gloss_alignment(out.heads["global"], lengths, batch.labels, batch.label_lengths)
+    expected = (WEIGHTS["ctc_global"] * ctc(out, "global", batch) + WEIGHTS["ctc_local"] * ctc(out, "local", batch)
+                + WEIGHTS["l2g"] * l2g_infonce(f["proj_global"], f["proj_local"], lengths, negatives="video",
+                                               reduction=red)
+                + WEIGHTS["g2l"] * g2l_correlation(f["global"], f["local"], lengths, reduction=red, form="pairwise")
+                + WEIGHTS["rc"] * (reconstruction(f["rc_global"], f["local"], lengths, reduction=red)
+                                   + reconstruction(f["rc_local"], f["global"], lengths, reduction=red))
+                + WEIGHTS["cmd"] * cmd_feature_kl(f["proj_cmd"], model.gloss_embeddings, aligned, lengths))
     assert torch.isclose(res.total, expected, rtol=1e-5)
 
 

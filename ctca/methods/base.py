@@ -9,7 +9,7 @@ object, not an ``nn.Module``: model files hold only the network (``ctca.models``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -27,6 +27,24 @@ class LossOutput:
     total: torch.Tensor
     parts: dict[str, float]  # unweighted value of every active term, by name (logged as loss_<name>)
     nonfinite: int  # samples whose primary CTC loss was infeasible (excluded from the mean)
+    weighted: dict[str, torch.Tensor] = field(default_factory=dict)  # weight x term, still in the graph
+
+
+def gradient_ratios(anchor: torch.Tensor, res: LossOutput) -> dict[str, float]:
+    """How hard each loss term pulls on ``anchor`` (the SPM output) next to the recognition loss:
+    ‖∂(w_k·L_k)/∂anchor‖ / ‖∂(Σ_ctc w·CTC)/∂anchor‖ for every term k of ``res.weighted`` (the CTC heads
+    included, as their share). A term whose gradient never reaches the anchor (e.g. L_cmd on the class
+    vectors) gets 0. The graph is kept for the step's own backward; nothing accumulates into ``.grad``.
+    """
+    def norm(value: torch.Tensor) -> float:
+        if not value.requires_grad:
+            return 0.0
+        (grad,) = torch.autograd.grad(value, anchor, retain_graph=True, allow_unused=True)
+        return 0.0 if grad is None else float(grad.float().norm())
+
+    ctc = sum(v for k, v in res.weighted.items() if k.startswith("ctc_"))
+    base = norm(ctc) if isinstance(ctc, torch.Tensor) else 0.0
+    return {k: (norm(v) / base if base > 0 else float("nan")) for k, v in res.weighted.items()}
 
 
 @dataclass(frozen=True)
@@ -108,18 +126,21 @@ class Method:
     def loss(self, model: nn.Module, out: RecognizerOutput, batch: Batch) -> LossOutput:
         """Σ over ``ctc_heads`` of w·CTC(head), plus :meth:`extra_terms` each times its weight."""
         parts: dict[str, torch.Tensor] = {}
+        weighted: dict[str, torch.Tensor] = {}
         total = out.logits.new_zeros(()).float()
         nonfinite = 0
         for i, (head, weight_key) in enumerate(self.ctc_heads):
             res = ctc_loss(out.heads[head], out.lengths, batch.labels, batch.label_lengths)
             parts[f"ctc_{head}"] = res.loss
-            total = total + getattr(self.weights, weight_key) * res.loss
+            weighted[f"ctc_{head}"] = getattr(self.weights, weight_key) * res.loss
+            total = total + weighted[f"ctc_{head}"]
             if i == 0:
                 nonfinite = res.nonfinite
         for term, (value, weight) in self.extra_terms(model, out, batch).items():
             parts[term] = value
-            total = total + weight * value
-        return LossOutput(total, {k: float(v.detach()) for k, v in parts.items()}, nonfinite)
+            weighted[term] = weight * value
+            total = total + weighted[term]
+        return LossOutput(total, {k: float(v.detach()) for k, v in parts.items()}, nonfinite, weighted)
 
     def extra_terms(self, model: nn.Module, out: RecognizerOutput,
                     batch: Batch) -> dict[str, tuple[torch.Tensor, float]]:

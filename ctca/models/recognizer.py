@@ -28,7 +28,8 @@ class RecognizerOutput:
     logits: torch.Tensor  # (T', B, C) the inference head
     lengths: torch.Tensor  # (B,) valid output steps
     heads: dict[str, torch.Tensor] = field(default_factory=dict)  # every head's logits, time-major
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # (T', B, D) features the losses use
+    # (T', B, D) features the losses use; "spm": the SPM output, where gradient ratios are measured
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Recognizer(nn.Module):
@@ -103,7 +104,7 @@ class Recognizer(nn.Module):
         conv_head = self.conv_head
         if conv_head is not None:
             heads["conv"] = conv_head(tam.conv_features)
-        return RecognizerOutput(seq, tam.lengths, heads, {"seq": tam.features, "conv": tam.conv_features})
+        return RecognizerOutput(seq, tam.lengths, heads, {"seq": tam.features, "conv": tam.conv_features, "spm": feats})
 
 
 def count_parameters(module: nn.Module) -> int:
