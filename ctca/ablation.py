@@ -269,7 +269,8 @@ def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, 
                          f"| {_diff(*d_dev)} | {_diff(*d_test)} | {poster} | {_pm(local, 'v')} | "
                          f"{_count(members, 'parameters')} | {_pm(members, 'test_ms_per_video', 1)} |")
         if table.claims:
-            lines += ["", "| poster claim | paired dev Δ (n) | verdict (dev) | paired test Δ (n) | verdict (test) |",
+            lines += ["", "| claim (the poster's; revised vs first: ours) | paired dev Δ (n) | verdict (dev) | "
+                      "paired test Δ (n) | verdict (test) |",
                       "|---|---|---|---|---|"]
             labels = {r.row: r.label for r in table.rows}
             for better, worse in table.claims:
