@@ -114,6 +114,11 @@ TABLES = (
 TABLE_KEYS = tuple(t.key for t in TABLES)
 
 
+def table_rows(tables: Sequence[str]) -> list[str]:
+    """The row keys of ``tables``, in table order, each once."""
+    return list(dict.fromkeys(r.row for t in TABLES if t.key in tables for r in t.rows))
+
+
 def _set(tree: dict, dotted: str, value) -> None:
     *path, last = dotted.split(".")
     for part in path:
@@ -167,7 +172,7 @@ def queue(tables: Sequence[str], seeds: Sequence[int], done: dict[str, list[dict
     """Queue ``<row>-s<seed>`` for every row of ``tables`` (or only ``rows``, in that order) and seed without
     a finished experiment in ``done``."""
     names = []
-    for row in rows or dict.fromkeys(r.row for t in TABLES if t.key in tables for r in t.rows):
+    for row in rows or table_rows(tables):
         have = {str(e.get("train.seed")) for e in done.get(row, [])}
         for seed in seeds:
             if str(seed) in have:
@@ -284,7 +289,7 @@ def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, 
                   "‖∂(w·L_term)/∂SPM output‖ / ‖∂(Σ CTC)/∂SPM output‖, measured every 10th training step and "
                   "averaged over all epochs and seeds (`grad_ratio_<term>` in each train run).", "",
                   "| row | " + " | ".join(("ctc_global", "ctc_local", *CCKD)) + " |", "|---|" + "---|" * 6]
-        for row in dict.fromkeys(r.row for t in TABLES if t.key in tables for r in t.rows):
+        for row in table_rows(tables):
             if not row.startswith(("ctca", "first")) or not assigned.get(row):
                 continue
             means = grad_ratio_means(assigned[row], tracking_uri)

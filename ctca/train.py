@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 # train.* keys that decide where and how fast a run goes, not what it learns: not part of the fingerprint
 RUNTIME_KEYS = ("threads", "nproc", "device", "checkpoint_steps")
 # every N-th step of an epoch (the first included), each loss term's gradient at the SPM output is measured
-# against CTC's (methods.base.gradient_ratios) and logged per epoch as grad_ratio_<term>; single-process only
+# against CTC's (methods.base.gradient_ratios) and logged per epoch as grad_ratio_<term>; single-process runs
+# of methods with more than one term only
 GRAD_RATIO_EVERY = 10
 
 
@@ -239,7 +240,8 @@ def fit(
                 if ctx.enabled:  # every rank must join the gradient all-reduce: step on a zero loss
                     (res.total.nan_to_num(0.0, 0.0, 0.0) * 0.0).backward()
                 continue
-            if not ctx.enabled and (step - 1) % GRAD_RATIO_EVERY == 0 and out.features.get("spm") is not None:
+            if (not ctx.enabled and (step - 1) % GRAD_RATIO_EVERY == 0 and len(res.weighted) > 1
+                    and out.features.get("spm") is not None):  # one term alone (plain CTC) has nothing to compare
                 for k, r in gradient_ratios(out.features["spm"], res).items():
                     if r == r:  # NaN when no CTC gradient reaches the SPM: nothing to compare with
                         total_r, n_r = ratios.get(k, (0.0, 0))

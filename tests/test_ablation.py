@@ -109,3 +109,24 @@ def test_report_gives_means_paired_differences_and_verdicts() -> None:
     assert "| F3-F3-F3 + BLSTM (CTCA) beats F5-F5 local path | +2.83 ± 0.17 (3) | **reproduced** |" in text
     assert "beats dilated-convolution global path | – (0) | inconclusive" in text
     assert "Rerun: `ctca ablation report --tables table78`" in text
+
+
+def test_grad_ratios_are_averaged_over_every_logged_epoch_of_every_seed(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("mlflow")
+    from ctca import tracking
+    from ctca.compare import collect
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    for seed, epochs in [(0, [0.1, 0.3]), (1, [0.5])]:
+        monkeypatch.setenv("DVC_EXP_NAME", f"ctca-s{seed}")
+        with tracking.stage_run("train", {"model": {"method": "ctca"}, "train": {"seed": seed}}) as r:
+            for epoch, value in enumerate(epochs, start=1):
+                r.log_metrics({"grad_ratio_l2g": value, "grad_ratio_ctc_local": 1.0}, step=epoch)
+        with tracking.stage_run("evaluate", {"protocol": "none"}) as r:
+            r.log_metrics({"dev_wer": 10.0, "test_wer": 11.0})
+    exps = collect()
+    assert sorted(e["train_metrics"]["grad_ratio_l2g"] for e in exps) == [0.3, 0.5]  # latest value per run
+    assert ablation.grad_ratio_means(exps) == {"ctc_local": 1.0, "l2g": pytest.approx(0.3)}  # (0.1 + 0.3 + 0.5) / 3

@@ -1,6 +1,7 @@
 """Training: CTC loss handling, exact resume after a kill mid-epoch, and files that load safely."""
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,13 @@ def test_every_file_training_writes_loads_with_weights_only(tiny_params, tiny_cl
         torch.load(path, weights_only=True)  # raises on anything but tensors and plain data
     if method == "smkd":
         assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["method_state"]["seg_labels"]
+    # every loss term's gradient ratio at the SPM output, per epoch; plain CTC alone has nothing to compare
+    ratios = {k.removeprefix("grad_ratio_") for k in result.history[0] if k.startswith("grad_ratio_")}
+    expected = {"baseline": set(), "vac": {"ctc_seq", "ctc_conv", "va"}, "smkd": {"ctc_seq", "ctc_conv"},
+                "ctca": {"ctc_global", "ctc_local", "l2g", "g2l", "rc", "cmd"}}[method]
+    assert ratios == expected
+    assert all(math.isfinite(result.history[0][f"grad_ratio_{k}"]) and result.history[0][f"grad_ratio_{k}"] >= 0
+               for k in ratios)
 
 
 def test_a_file_that_is_not_a_ctca_model_is_a_one_line_error_naming_it(tiny_params, tmp_path):

@@ -34,17 +34,17 @@ def gradient_ratios(anchor: torch.Tensor, res: LossOutput) -> dict[str, float]:
     """How hard each loss term pulls on ``anchor`` (the SPM output) next to the recognition loss:
     ‖∂(w_k·L_k)/∂anchor‖ / ‖∂(Σ_ctc w·CTC)/∂anchor‖ for every term k of ``res.weighted`` (the CTC heads
     included, as their share). A term whose gradient never reaches the anchor (e.g. L_cmd on the class
-    vectors) gets 0. The graph is kept for the step's own backward; nothing accumulates into ``.grad``.
+    vectors) gets 0. One backward per term, to ``anchor`` only (the CTC gradient is their sum); the graph
+    is kept for the step's own backward and nothing accumulates into ``.grad``.
     """
-    def norm(value: torch.Tensor) -> float:
-        if not value.requires_grad:
-            return 0.0
-        (grad,) = torch.autograd.grad(value, anchor, retain_graph=True, allow_unused=True)
-        return 0.0 if grad is None else float(grad.float().norm())
-
-    ctc = sum(v for k, v in res.weighted.items() if k.startswith("ctc_"))
-    base = norm(ctc) if isinstance(ctc, torch.Tensor) else 0.0
-    return {k: (norm(v) / base if base > 0 else float("nan")) for k, v in res.weighted.items()}
+    grads = {}
+    for k, v in res.weighted.items():
+        grad = (torch.autograd.grad(v, anchor, retain_graph=True, allow_unused=True)[0]
+                if v.requires_grad else None)
+        grads[k] = torch.zeros_like(anchor) if grad is None else grad.float()
+    ctc = [g for k, g in grads.items() if k.startswith("ctc_")]
+    base = float(sum(ctc).norm()) if ctc else 0.0
+    return {k: (float(g.norm()) / base if base > 0 else float("nan")) for k, g in grads.items()}
 
 
 @dataclass(frozen=True)
