@@ -27,9 +27,9 @@ CCKD = ("l2g", "g2l", "rc", "cmd")
 # what a ctca run did before a key existed: runs logged without the key are matched against this value
 LEGACY = {"ctca.reduction": "frame_mean", "ctca.l2g_negatives": "batch", "ctca.g2l_form": "kl",
           "ctca.cmd_target": "classifier", "ctca.mask_padding": False, "ctca.global_path": "blstm",
-          "ctca.dilations": [1, 2, 4, 8]}
+          "ctca.dilations": [1, 2, 4, 8], "ctca.fusion": "none"}
 # the first reconstruction (the one the revision replaced): every switch and weight it ran with
-FIRST = {**{k: v for k, v in LEGACY.items() if k not in ("ctca.global_path", "ctca.dilations")},
+FIRST = {**{k: v for k, v in LEGACY.items() if k not in ("ctca.global_path", "ctca.dilations", "ctca.fusion")},
          "ctca.downsample": "pool4", "ctca.global_layers": 2, "loss.weights.l2g": 1.0, "loss.weights.g2l": 1.0,
          "loss.weights.rc": 1.0, "loss.weights.cmd": 0.1}
 NOT_COMPARED = {"train.seed", "train.threads", "train.nproc", "train.device", "train.checkpoint_steps",
@@ -57,6 +57,9 @@ ROWS: dict[str, dict] = {
     "ctca-D": only("l2g", "g2l", "rc"),
     "ctca-D-noomega": {**only("l2g", "g2l", "rc"), "ctca.g2l_omega": False},
     "ctca-E": only("cmd"),
+    "ctca-fuse-concat": {**only(), "ctca.fusion": "concat"},
+    "ctca-fuse-add": {**only(), "ctca.fusion": "add"},
+    "ctca-fuse-attention": {**only(), "ctca.fusion": "attention"},
     "ctca-f5f5": {**only(*CCKD), "ctca.local_kernels": [5, 5]},
     "ctca-dilated": {**only(*CCKD), "ctca.global_path": "dilated"},
     "ctca-first": {**only(*CCKD), **FIRST},
@@ -100,6 +103,11 @@ TABLES = (
                 ("ctca-B", "ctca-vanilla"), ("ctca-C", "ctca-A"), ("ctca-C", "ctca-B"), ("ctca-D", "ctca-C"),
                 ("ctca-D", "ctca-D-noomega"), ("ctca-E", "ctca-vanilla"), ("ctca", "ctca-D"),
                 ("ctca", "baseline-d4"))),
+    Table("table6", "Table 6: L_l2g against fusing the local features at inference", (
+        Row("SDPN, no fusion (Vanilla)", "ctca-vanilla", (21.7, 21.8)), Row("L_l2g (SDPN A)", "ctca-A", (21.0, 21.1)),
+        Row("concatenation", "ctca-fuse-concat", (22.7, 23.6)), Row("point-wise addition", "ctca-fuse-add", (21.2, 22.3)),
+        Row("attention", "ctca-fuse-attention", (22.2, 22.6))), reference="ctca-vanilla",
+        claims=(("ctca-A", "ctca-fuse-concat"), ("ctca-A", "ctca-fuse-add"), ("ctca-A", "ctca-fuse-attention"))),
     Table("methods", "Method comparison (chain depth 4 unless named)", (
         Row("Baseline, depth 4", "baseline-d4"), Row("Baseline, depth 3", "baseline-d3"),
         Row("Baseline, depth 2", "baseline-d2"), Row("VAC", "vac", (21.2, 22.3)), Row("SMKD", "smkd", (20.8, 21.0)),

@@ -235,6 +235,9 @@ class CtcaConfig:
     mask_padding: bool = True  # padded frames out of the local path's BatchNorm statistics and convolutions
     classifier: Literal["normlinear", "linear"] = "normlinear"  # one classifier per path, of this type
     inference: Literal["global", "local"] = "global"  # the single branch kept at inference
+    # Table 6's alternatives to L_l2g: the local features fused into the global classifier's input, so both
+    # paths run at inference (docs/methods.md#ctca-switches)
+    fusion: Literal["none", "concat", "add", "attention"] = "none"
     reduction: Literal["sample_sum", "frame_mean"] = "sample_sum"  # CCKD terms summed per video (as CTC), or frame means
     cckd_warmup: int = 0  # > 0: the CCKD weights ramp up linearly over this many first epochs
     proj_dim: int = 256  # projection heads of L_l2g
@@ -263,6 +266,8 @@ class CtcaConfig:
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "an integer >= 1")
         _check(self.exclude >= 0, f"{p}.exclude", self.exclude, "an integer >= 0")
         _check(self.cckd_warmup >= 0, f"{p}.cckd_warmup", self.cckd_warmup, "an integer >= 0")
+        _check(self.fusion == "none" or self.inference == "global", f"{p}.fusion", self.fusion,
+               "'none' when ctca.inference is 'local' (fusion feeds the global classifier)")
         for k in ("tau_mi", "tau_omega", "cmd_tau", "tau_kd"):
             _check(getattr(self, k) > 0, f"{p}.{k}", getattr(self, k), "> 0")
 

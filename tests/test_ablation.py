@@ -62,6 +62,9 @@ def test_runs_from_before_a_key_existed_match_its_legacy_value() -> None:
     assert matches(old, expected_params("ctca-first", BASE))
     assert not matches(old, expected_params("ctca", BASE))
     assert not matches(logged("ctca", drop=tuple(LEGACY)), expected_params("ctca", BASE))  # revised: not legacy
+    unfused = logged("ctca-vanilla", drop=("ctca.fusion",))  # logged before ctca.fusion existed: no fusion
+    assert matches(unfused, expected_params("ctca-vanilla", BASE))
+    assert not any(matches(unfused, expected_params(f"ctca-fuse-{m}", BASE)) for m in ("concat", "add", "attention"))
 
 
 def test_assign_keeps_the_latest_experiment_per_seed() -> None:

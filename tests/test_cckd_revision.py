@@ -17,7 +17,7 @@ from ctca.losses.distill import seq_kd
 from ctca.methods import make_method
 from ctca.methods.base import LossOutput, gradient_ratios
 from ctca.methods.ctca import gloss_alignment
-from ctca.models.dual_path import ConvFrontEnd, DilatedPath, LocalPath, MaskedBatchNorm1d
+from ctca.models.dual_path import ConvFrontEnd, DilatedPath, Fusion, LocalPath, MaskedBatchNorm1d
 
 # Two videos, time-major (T=3, B=2, D=2); video 1 has 2 valid frames, its third is padding (garbage).
 G = [[[1.0, 0.0], [1.0, 3.0]], [[0.0, 2.0], [2.0, -1.0]], [[1.0, 1.0], [50.0, 7.0]]]
@@ -289,3 +289,63 @@ def test_cckd_warmup_ramps_every_cckd_weight_and_survives_a_resume() -> None:
     resumed = make_method(method.params)
     resumed.load_state_dict(method.state_dict())
     assert resumed.ramp == 0.5
+
+
+# ---------------------------------------------------------------- Table 6: feature fusion instead of L_l2g
+
+def test_fusion_hand_values_and_padding() -> None:
+    g = torch.tensor(G)  # (T=3, B=2, D=2); video 1's third frame is padding
+    loc = torch.tensor(L)
+    add = Fusion("add", 2)(g, loc, LENGTHS)
+    assert add[:, 0].tolist() == [[3.0, 1.0], [1.0, 3.0], [1.0, 2.0]]
+    assert add[:, 1].tolist() == [[2.0, 4.0], [2.0, 0.0], [0.0, 0.0]]
+
+    concat = Fusion("concat", 2)
+    with torch.no_grad():
+        concat.proj.weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, -1.0, 0.0, 1.0]]))
+        concat.proj.bias.copy_(torch.tensor([0.5, 0.0]))
+    # [g0 + 2 l0 + 0.5, -g1 + l1]
+    assert concat(g, loc, LENGTHS)[:, 0].tolist() == [[5.5, 1.0], [2.5, -1.0], [1.5, 0.0]]
+
+    attn = Fusion("attention", 2)
+    with torch.no_grad():  # identity projections: out = g + softmax(g l^T / sqrt(2)) l over the valid frames
+        attn.attn.in_proj_weight.copy_(torch.cat([torch.eye(2)] * 3))
+        attn.attn.in_proj_bias.zero_()
+        attn.attn.out_proj.weight.copy_(torch.eye(2))
+        attn.attn.out_proj.bias.zero_()
+    out = attn(g, loc, LENGTHS)
+    for b, n in ((0, 3), (1, 2)):
+        keys = frames(L, b, n)
+        for t in range(n):
+            q = G[t][b]
+            scores = [math.exp((q[0] * k[0] + q[1] * k[1]) / math.sqrt(2)) for k in keys]
+            ctx = [sum(s * k[d] for s, k in zip(scores, keys, strict=True)) / sum(scores) for d in range(2)]
+            assert out[t, b].tolist() == pytest.approx([q[0] + ctx[0], q[1] + ctx[1]], rel=1e-5)
+    assert out[2, 1].abs().max() == 0  # padded frames come out zero and are never attended to
+    with pytest.raises(ValueError, match="mode='mean'"):
+        Fusion("mean", 2)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "add", "attention"])
+def test_fusion_keeps_both_paths_at_inference_and_changes_only_the_global_head(fusion: str) -> None:
+    method, model, out, batch = build()
+    base = method.loss(model, out, batch).parts
+    method2, fused, out2, batch2 = build({"fusion": fusion})
+    assert set(fused.state_dict()) - set(model.state_dict()) == {f"fusion.{k}" for k in fused.fusion.state_dict()}
+    groups = fused.module_groups()
+    assert any(m is fused.local_path for m in groups["tam"]) and any(m is fused.fusion for m in groups["tam"])
+    assert "local_path" not in fused.training_modules() and "local_classifier" in fused.training_modules()
+    res = method2.loss(fused, out2, batch2).parts
+    # the features the CCKD terms read are the paths' own; the global head (and L_cmd's alignment, taken
+    # from it) is the only thing fusion changes
+    for term in ("ctc_local", "l2g", "g2l", "rc"):
+        assert res[term] == pytest.approx(base[term], rel=1e-6), term
+    assert res["ctc_global"] != pytest.approx(base["ctc_global"], rel=1e-6)
+    fused.zero_grad()
+    out2.heads["global"].sum().backward()
+    assert fused.local_path.net[0].weight.grad.abs().max() > 0  # the global head reads the local path
+
+
+def test_fusion_needs_the_global_branch() -> None:
+    with pytest.raises(ValueError, match="ctca.fusion"):
+        parse_params({"model": {"method": "ctca"}, "ctca": {"fusion": "add", "inference": "local"}})

@@ -60,7 +60,8 @@ class CTCA(Method):
                 "global_layers": ctca.global_layers, "downsample": ctca.downsample, "classifier": ctca.classifier,
                 "inference": ctca.inference, "proj_dim": ctca.proj_dim, "rc_target": ctca.rc_target,
                 "emb_dim": min(ctca.cmd_dim, num_classes - 1), "mask_padding": ctca.mask_padding,
-                "global_path": ctca.global_path, "dilations": list(ctca.dilations), "cmd_target": ctca.cmd_target}
+                "global_path": ctca.global_path, "dilations": list(ctca.dilations), "cmd_target": ctca.cmd_target,
+                "fusion": ctca.fusion}
 
     def build_model(self, num_classes: int) -> nn.Module:
         return DualPathRecognizer.from_config(self.model_config(num_classes))

@@ -121,6 +121,35 @@ class ConvFrontEnd(nn.Module):
         return x * valid[:, None, :]
 
 
+class Fusion(nn.Module):
+    """Table 6's feature-fusion alternatives to L_l2g (``ctca.fusion``): the local path's features joined to
+    the global path's, frame by frame, before the global classifier, so that both paths run at inference.
+
+    ``concat``: Linear([G; L]) back to ``hidden``; ``add``: G + L; ``attention``: G + single-head
+    cross-attention with G as queries and L as keys and values (``nn.MultiheadAttention``, padded frames
+    masked out of the keys). Frames past each length come out zero.
+    """
+
+    def __init__(self, mode: str, hidden: int):
+        super().__init__()
+        if mode not in ("concat", "add", "attention"):
+            raise ValueError(f"Fusion: mode={mode!r}; expected 'concat', 'add' or 'attention'")
+        self.mode = mode
+        self.proj = nn.Linear(2 * hidden, hidden) if mode == "concat" else None
+        self.attn = nn.MultiheadAttention(hidden, 1) if mode == "attention" else None
+
+    def forward(self, glob: torch.Tensor, local: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """glob, local (T, B, hidden) -> (T, B, hidden)."""
+        pad = torch.arange(glob.shape[0], device=glob.device)[None, :] >= lengths.to(glob.device)[:, None]  # (B, T)
+        if self.mode == "add":
+            out = glob + local
+        elif self.mode == "concat":
+            out = self.proj(torch.cat([glob, local], -1))
+        else:
+            out = glob + self.attn(glob, local, local, key_padding_mask=pad, need_weights=False)[0]
+        return out * ~pad.T[..., None]
+
+
 class DualPathRecognizer(nn.Module):
     """CTCA's SPM-shared dual-path network (SDPN). **Reconstructed** (docs/methods.md#ctca).
 
@@ -129,7 +158,8 @@ class DualPathRecognizer(nn.Module):
     classifier and CTC. Between the SPM and the paths, shared by both (``ctca.downsample``): nothing, a
     MaxPool1d(2) once or twice, or K5-P2 conv blocks once or twice (:class:`ConvFrontEnd`). At inference
     only the SPM, the front end and the branch named by ``ctca.inference`` are used (the global path
-    by default).
+    by default), unless ``ctca.fusion`` joins the local path's features to the global path's (Table 6's
+    alternatives to L_l2g, :class:`Fusion`): then both paths run at inference.
 
     Training-only parts: projection heads of L_l2g, the reconstruction decoders of L_rc, the
     gloss-embedding buffer of L_cmd and, with ``ctca.cmd_target=features``, L_cmd's projection. They
@@ -146,19 +176,20 @@ class DualPathRecognizer(nn.Module):
                    inference=cfg["inference"], proj_dim=cfg["proj_dim"], rc_target=cfg["rc_target"],
                    emb_dim=cfg["emb_dim"], mask_padding=cfg.get("mask_padding", False),
                    global_path=cfg.get("global_path", "blstm"), dilations=tuple(cfg.get("dilations", (1, 2, 4, 8))),
-                   cmd_target=cfg.get("cmd_target", "classifier"))
+                   cmd_target=cfg.get("cmd_target", "classifier"), fusion=cfg.get("fusion", "none"))
 
     def __init__(self, spm: SpatialPerception, num_classes: int, hidden: int, dropout: float,
                  local_kernels: tuple[int, ...] = (3, 3, 3), global_layers: int = 2, downsample: str = "none",
                  classifier: str = "normlinear", inference: str = "global", proj_dim: int = 256,
                  rc_target: str = "cross", emb_dim: int = 0, mask_padding: bool = False, global_path: str = "blstm",
-                 dilations: tuple[int, ...] = (1, 2, 4, 8), cmd_target: str = "classifier"):
+                 dilations: tuple[int, ...] = (1, 2, 4, 8), cmd_target: str = "classifier", fusion: str = "none"):
         super().__init__()
         pools = {"none": 0, "pool2": 1, "pool4": 2, "k5p2": 1, "k5p2k5p2": 2}
         if (downsample not in pools or inference not in ("global", "local") or global_path not in ("blstm", "dilated")
-                or cmd_target not in ("classifier", "features")):
+                or cmd_target not in ("classifier", "features") or (fusion != "none" and inference != "global")):
             raise ValueError(f"DualPathRecognizer: downsample={downsample!r}, inference={inference!r}, "
-                             f"global_path={global_path!r}, cmd_target={cmd_target!r}")
+                             f"global_path={global_path!r}, cmd_target={cmd_target!r}, fusion={fusion!r} "
+                             "(fusion feeds the global classifier: it needs inference='global')")
         self.spm = spm
         self.pool = (nn.Sequential(*[nn.MaxPool1d(2)] * pools[downsample])
                      if downsample.startswith("pool") else None)
@@ -188,6 +219,7 @@ class DualPathRecognizer(nn.Module):
         # L_cmd on the global features: their projection into the embedding space. Built only for that
         # target, last, so that the first reconstruction's weights and random stream stay as they were.
         self.proj_cmd = nn.Linear(hidden, max(emb_dim, 1)) if cmd_target == "features" else None
+        self.fusion = Fusion(fusion, hidden) if fusion != "none" else None  # built last, as proj_cmd
         self.num_classes = num_classes
         self.inference_head = inference
         self.downsample = downsample
@@ -204,16 +236,20 @@ class DualPathRecognizer(nn.Module):
         return torch.div(lengths, self._stride, rounding_mode="floor")
 
     def module_groups(self) -> dict[str, nn.Module]:
-        """Inference modules by role: the SPM, the kept branch (the TAM, after the shared front end if any)
-        and its classifier."""
+        """Inference modules by role: the SPM, the kept branch (the TAM, after the shared front end if any;
+        with fusion, both paths and the fusion) and its classifier."""
         path = self.global_path if self.inference_head == "global" else self.local_path
-        tam = path if self.front_end is None else nn.ModuleList([self.front_end, path])
+        parts = [m for m in (self.front_end, path) if m is not None]
+        if self.fusion is not None:
+            parts += [self.local_path, self.fusion]
+        tam = parts[0] if len(parts) == 1 else nn.ModuleList(parts)
         classifier = self.global_classifier if self.inference_head == "global" else self.local_classifier
         return {"spm": self.spm, "tam": tam, "classifier": classifier}
 
     def training_modules(self) -> dict[str, nn.Module]:
         other = "local" if self.inference_head == "global" else "global"
-        mods = {f"{other}_{part}": getattr(self, f"{other}_{part}") for part in ("path", "classifier")}
+        parts = ("classifier",) if self.fusion is not None else ("path", "classifier")  # fused: the path is kept
+        mods = {f"{other}_{part}": getattr(self, f"{other}_{part}") for part in parts}
         mods.update(proj_local=self.proj_local, proj_global=self.proj_global, rc_from_global=self.rc_from_global)
         if self.rc_from_local is not None:
             mods["rc_from_local"] = self.rc_from_local
@@ -236,8 +272,11 @@ class DualPathRecognizer(nn.Module):
         s = s.transpose(0, 1)  # (T, B, D) time-major: what both paths read
         local = self.local_path(s, out_len)
         glob = self.global_path(s, out_len)
-        heads = {"global": self.global_classifier(glob), "local": self.local_classifier(local)}
+        fused = glob if self.fusion is None else self.fusion(glob, local, out_len)
+        heads = {"global": self.global_classifier(fused), "local": self.local_classifier(local)}
         feats = {"spm": spm, "shared": s, "local": local, "global": glob}
+        if self.fusion is not None:
+            feats["fused"] = fused
         if self.training and "l2g" in aux:
             feats["proj_local"], feats["proj_global"] = self.proj_local(local), self.proj_global(glob)
         if self.training and "rc" in aux:
