@@ -10,7 +10,7 @@ from torch import nn
 from ctca.models.heads import NormLinear
 from ctca.models.io import build_recognizer
 from ctca.models.recognizer import count_parameters, inference_parameters
-from ctca.models.spm import CompactCNN, SpatialPerception
+from ctca.models.spm import CompactCNN, SpatialPerception, build_spm
 from ctca.models.tam import TemporalAggregation
 
 
@@ -155,3 +155,20 @@ def test_ctca_local_path_ignores_frames_past_the_length():
     assert torch.equal(out.features["local"][8:, 1], torch.zeros_like(out.features["local"][8:, 1]))
     alone = model(video[1:, :8], mask[1:, :8], torch.tensor([8]))
     assert torch.allclose(alone.heads["global"][:, 0], out.heads["global"][:8, 1], atol=1e-5)
+
+
+@pytest.mark.parametrize(("arch", "channels_last"), [("compact", True), ("resnet18", False)])
+def test_spm_memory_format_on_cpu_changes_speed_not_features(arch, channels_last):
+    """The compact CNN gets channels-last frames on a CPU (faster there: benchmarks/spm_memory_format.py),
+    ResNet-18 keeps NCHW; the features are those of the plain NCHW computation either way."""
+    torch.manual_seed(0)
+    spm = build_spm(arch, (4, 8)).eval()
+    video, mask = torch.randn(2, 3, 3, 32, 32), torch.tensor([[True, True, True], [True, False, False]])
+    seen = []
+    spm.backbone.register_forward_pre_hook(
+        lambda m, inp: seen.append(inp[0].is_contiguous(memory_format=torch.channels_last)))
+    out = spm(video, mask)
+    assert seen == [channels_last]
+    with torch.no_grad():
+        ref = spm.backbone(video[mask].contiguous())
+    assert torch.allclose(out[mask], ref, atol=1e-5)
