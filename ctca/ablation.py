@@ -167,10 +167,9 @@ def assign(experiments: Sequence[dict], base: dict) -> dict[str, list[dict]]:
     for row in ROWS:
         expected = expected_params(row, base)
         by_seed: dict[str, dict] = {}
-        for e in experiments:
+        for e in sorted(experiments, key=lambda e: e.get("started") or 0):
             if matches(e.get("params", {}), expected):
-                seed = str(e.get("train.seed"))
-                by_seed[seed] = e  # collect() lists experiments oldest parent first
+                by_seed[str(e.get("train.seed"))] = e  # the latest training of a (row, seed) wins
         out[row] = [by_seed[s] for s in sorted(by_seed, key=lambda s: (len(s), s))]
     return out
 
@@ -269,8 +268,8 @@ def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, 
         ref = assigned.get(table.reference, [])
         lines += [f"## {table.title}", "", f"Reference for Δ: `{table.reference}`.", "",
                   "| row | experiments | seeds | dev WER | test WER | Δ dev | Δ test | poster dev / test | "
-                  "local-path dev WER (last epoch) | parameters (inference) | ms / video (test) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "local-path dev WER (last epoch) | parameters (inference) | ms / video (test) | code (commit) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in table.rows:
             members = assigned.get(r.row, [])
             seeds = ", ".join(str(e.get("train.seed")) for e in members) or "–"
@@ -280,7 +279,8 @@ def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, 
             poster = f"{r.poster[0]} / {r.poster[1]}" if r.poster else "–"
             lines.append(f"| {r.label} | `{r.row}` | {seeds} | **{_pm(members, 'dev_wer')}** | {_pm(members, 'test_wer')} "
                          f"| {_diff(*d_dev)} | {_diff(*d_test)} | {poster} | {_pm(local, 'v')} | "
-                         f"{_count(members, 'parameters')} | {_pm(members, 'test_ms_per_video', 1)} |")
+                         f"{_count(members, 'parameters')} | {_pm(members, 'test_ms_per_video', 1)} | "
+                         f"{', '.join(dict.fromkeys(str(e.get('commit') or '?')[:7] for e in members)) or '–'} |")
         if table.claims:
             lines += ["", "| claim (the poster's; revised vs first: ours) | paired dev Δ (n) | verdict (dev) | "
                       "paired test Δ (n) | verdict (test) |",

@@ -20,7 +20,9 @@ EVAL_METRICS = ("dev_wer", "dev_del", "dev_ins", "test_wer", "test_del", "test_i
 def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: Sequence[str] = ()) -> list[dict]:
     """One dict per DVC experiment with a finished train and evaluate run (plus ``stages`` runs' metrics).
 
-    Keys: ``exp`` (DVC experiment name), the :data:`TRAIN_PARAMS` as logged, ``params`` and
+    Rows are ordered by the start of their training, oldest first. Keys: ``exp`` (DVC experiment name),
+    ``started`` (the train run's start, ms since the epoch), ``commit`` (the git commit it ran from: an
+    experiment's baseline commit), the :data:`TRAIN_PARAMS` as logged, ``params`` and
     ``train_metrics`` (all of the train run's, latest values), ``parameters`` (inference parameter
     count), the :data:`EVAL_METRICS`, ``protocol``, and for each extra stage ``<stage>.<metric>`` (the
     metric's latest value) and ``<stage>_run`` (its run id, for per-epoch histories).
@@ -51,6 +53,7 @@ def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: S
         if train is None or ev is None:
             continue
         row = {"exp": train.data.tags.get("dvc.exp_name", parent), "parent_run": parent, "train_run": train.info.run_id,
+               "started": train.info.start_time, "commit": train.data.tags.get("mlflow.source.git.commit"),
                "parameters": train.data.metrics.get("parameters"), "protocol": ev.data.params.get("protocol")}
         row.update({k: train.data.params.get(k) for k in TRAIN_PARAMS})
         row["params"], row["train_metrics"] = dict(train.data.params), dict(train.data.metrics)
@@ -61,7 +64,7 @@ def collect(experiment: str = "ctca", tracking_uri: str | None = None, stages: S
                 row.update({f"{stage}.{k}": v for k, v in run.data.metrics.items()})
                 row[f"{stage}_run"] = run.info.run_id
         rows.append(row)
-    return rows
+    return sorted(rows, key=lambda r: r["started"])  # oldest training first
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float, float, int]:

@@ -38,9 +38,9 @@ def logged(row: str, seed: int = 0, drop: tuple[str, ...] = (), sections: tuple[
     return out
 
 
-def experiment(row: str, seed: int, dev: float, test: float, **kw) -> dict:
+def experiment(row: str, seed: int, dev: float, test: float, started: int = 0, **kw) -> dict:
     return {"exp": f"{row}-s{seed}", "train.seed": str(seed), "params": logged(row, seed, **kw), "dev_wer": dev,
-            "test_wer": test, "train_metrics": {}}
+            "test_wer": test, "train_metrics": {}, "started": started, "commit": "abcdef0123"}
 
 
 def test_every_table_row_and_claim_names_a_row() -> None:
@@ -68,8 +68,8 @@ def test_runs_from_before_a_key_existed_match_its_legacy_value() -> None:
 
 
 def test_assign_keeps_the_latest_experiment_per_seed() -> None:
-    exps = [experiment("ctca", 0, 10.0, 11.0), experiment("ctca", 1, 12.0, 13.0), experiment("ctca", 0, 9.0, 9.5),
-            experiment("vac", 0, 20.0, 21.0)]
+    exps = [experiment("ctca", 0, 9.0, 9.5, started=3), experiment("ctca", 1, 12.0, 13.0, started=2),
+            experiment("ctca", 0, 10.0, 11.0, started=1), experiment("vac", 0, 20.0, 21.0)]  # not in time order
     got = assign(exps, BASE)
     assert [e["dev_wer"] for e in got["ctca"]] == [9.0, 12.0] and [e["dev_wer"] for e in got["vac"]] == [20.0]
     assert got["ctca-first"] == []
@@ -101,8 +101,8 @@ def test_queue_skips_done_seeds_and_passes_the_row_params(monkeypatch) -> None:
 
 def test_report_gives_means_paired_differences_and_verdicts() -> None:
     assigned = {r: [] for r in ROWS}
-    assigned["ctca"] = [{"train.seed": str(s), "dev_wer": d, "test_wer": d + 1, "train_metrics": {}}
-                        for s, d in [(0, 10.0), (1, 11.0), (2, 12.0)]]
+    assigned["ctca"] = [{"train.seed": str(s), "dev_wer": d, "test_wer": d + 1, "train_metrics": {}, "commit": c}
+                        for s, d, c in [(0, 10.0, "0123456789"), (1, 11.0, "fedcba9876"), (2, 12.0, "0123456789")]]
     assigned["ctca-f5f5"] = [{"train.seed": str(s), "dev_wer": d, "test_wer": d, "train_metrics": {}}
                              for s, d in [(0, 13.0), (1, 13.5), (2, 15.0)]]
     text = report(assigned, ["table78"], ratios=False, command="ctca ablation report --tables table78")
@@ -112,6 +112,8 @@ def test_report_gives_means_paired_differences_and_verdicts() -> None:
     assert "| F3-F3-F3 + BLSTM (CTCA) beats F5-F5 local path | +2.83 ± 0.17 (3) | **reproduced** |" in text
     assert "beats dilated-convolution global path | – (0) | inconclusive" in text
     assert "Rerun: `ctca ablation report --tables table78`" in text
+    ctca_line = next(line for line in text.splitlines() if line.startswith("| F3-F3-F3 + BLSTM (CTCA) |"))
+    assert ctca_line.endswith("| 0123456, fedcba9 |")  # the commits the row's experiments ran from, once each
 
 
 def test_grad_ratios_are_averaged_over_every_logged_epoch_of_every_seed(tmp_path, monkeypatch) -> None:
