@@ -349,3 +349,38 @@ def test_fusion_keeps_both_paths_at_inference_and_changes_only_the_global_head(f
 def test_fusion_needs_the_global_branch() -> None:
     with pytest.raises(ValueError, match="ctca.fusion"):
         parse_params({"model": {"method": "ctca"}, "ctca": {"fusion": "add", "inference": "local"}})
+
+
+def _unit_bn(norm: nn.BatchNorm1d) -> None:
+    """Eval-mode BatchNorm that passes values through (mean 0, variance 1 - eps)."""
+    norm.eval()
+    norm.running_mean.zero_()
+    norm.running_var.fill_(1.0 - norm.eps)
+
+
+def test_front_end_hand_value() -> None:
+    """One K5-P2 block, all-ones kernel: 5-frame window sums over the valid frames ("same" zero padding,
+    padding zeroed first), ReLU, max over pairs; the length halves."""
+    net = ConvFrontEnd(1, 1, 1)
+    with torch.no_grad():
+        net.convs[0].weight.fill_(1.0)
+        net.convs[0].bias.zero_()
+    _unit_bn(net.norms[0])
+    x = torch.tensor([[[1.0, 2, 3, 4, 5, 6]], [[1.0, 1, 1, 1, 99, 99]]])  # clip 1: 4 valid frames
+    out = net(x, torch.tensor([6, 4]))
+    # clip 0 sums: 6, 10, 15, 20, 18, 15 -> pairs' max 10, 20, 18; clip 1: 3, 4, 4, 3 -> 4, 4, then padding
+    assert out[:, 0].tolist() == [pytest.approx([10.0, 20.0, 18.0]), pytest.approx([4.0, 4.0, 0.0])]
+
+
+def test_dilated_path_hand_value() -> None:
+    """One block of dilation 2, all-ones kernel, identity input projection: x + ReLU(x[t-2] + x[t] + x[t+2])."""
+    net = DilatedPath(1, 1, (2,))
+    with torch.no_grad():
+        net.inp.weight.fill_(1.0)
+        net.inp.bias.zero_()
+        net.convs[0].weight.fill_(1.0)
+        net.convs[0].bias.zero_()
+    _unit_bn(net.norms[0])
+    x = torch.tensor([1.0, 2, 3, 4, 5, 77]).view(6, 1, 1)  # (T, B=1, D=1), the last frame is padding
+    out = net(x, torch.tensor([5]))
+    assert out.view(-1).tolist() == pytest.approx([1 + 4, 2 + 6, 3 + 9, 4 + 6, 5 + 8, 0.0])
