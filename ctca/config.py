@@ -164,6 +164,7 @@ class TamConfig:
     depth: int = 4
     hidden: int = 256
     dropout: float = 0.3
+    mask_padding: bool = False  # padding out of the K5 blocks' BatchNorm statistics (the VAC code: in them)
 
     def validate(self, p: str) -> None:
         _check(1 <= self.depth <= 8, f"{p}.depth", self.depth, "1 <= depth <= 8 (4 = VAC's K5-P2-K5-P2 + 2 BiLSTM)")

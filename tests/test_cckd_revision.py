@@ -17,7 +17,8 @@ from ctca.losses.distill import seq_kd
 from ctca.methods import make_method
 from ctca.methods.base import LossOutput, gradient_ratios
 from ctca.methods.ctca import gloss_alignment
-from ctca.models.dual_path import ConvFrontEnd, DilatedPath, Fusion, LocalPath, MaskedBatchNorm1d
+from ctca.models.dual_path import ConvFrontEnd, DilatedPath, Fusion, LocalPath
+from ctca.models.norm import MaskedBatchNorm1d
 
 # Two videos, time-major (T=3, B=2, D=2); video 1 has 2 valid frames, its third is padding (garbage).
 G = [[[1.0, 0.0], [1.0, 3.0]], [[0.0, 2.0], [2.0, -1.0]], [[1.0, 1.0], [50.0, 7.0]]]

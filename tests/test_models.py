@@ -172,3 +172,33 @@ def test_spm_memory_format_on_cpu_changes_speed_not_features(arch, channels_last
     with torch.no_grad():
         ref = spm.backbone(video[mask].contiguous())
     assert torch.allclose(out[mask], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_tam_padding_reaches_batch_norm_unless_masked(depth):
+    """In training, the VAC-style TAM lets the padding of a shorter video into the K5 blocks' BatchNorm
+    statistics, so the longer video's outputs depend on it; with ``mask_padding`` nothing valid does, and
+    the statistics are those of the valid frames alone (the shorter video run by itself)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 40, 6)
+    lengths = torch.tensor([40, 27])
+    garbage = x.clone()
+    garbage[1, 27:] = 50.0
+    leaky = TemporalAggregation(6, depth, hidden=8, dropout=0.0).train()
+    masked = TemporalAggregation(6, depth, hidden=8, dropout=0.0, mask_padding=True).train()
+    masked.load_state_dict(leaky.state_dict())  # the same parameters and buffers
+    a, b = leaky(x, lengths), leaky(garbage, lengths)
+    assert not torch.allclose(a.features[:, 0], b.features[:, 0], atol=1e-3)
+    a, b = masked(x, lengths), masked(garbage, lengths)
+    n = int(a.lengths[1])
+    assert a.lengths.tolist() == leaky.output_lengths(lengths).tolist()
+    assert torch.allclose(a.features[:, 0], b.features[:, 0], atol=1e-5)
+    assert torch.allclose(a.features[:n, 1], b.features[:n, 1], atol=1e-5)
+    # the first BatchNorm's statistics are those of the valid conv outputs: 40 - 4 and 27 - 4 frames
+    bn = masked.conv[1]
+    bn.momentum, bn.running_mean = 1.0, torch.zeros_like(bn.running_mean)  # keep this batch's mean only
+    masked(garbage, lengths)
+    with torch.no_grad():
+        out = masked.conv[0](x.transpose(1, 2))
+    valid = torch.cat([out[0, :, :36], out[1, :, :23]], dim=1)
+    assert torch.allclose(bn.running_mean, valid.mean(dim=1), atol=1e-5)

@@ -94,7 +94,7 @@ class Method:
         return {"arch": "recognizer", "num_classes": num_classes, "spm_arch": self.params.spm.arch,
                 "spm_channels": list(self.params.spm.channels), "depth": self.params.tam.depth,
                 "hidden": self.params.tam.hidden, "dropout": self.params.tam.dropout,
-                "conv_head": "none", "weight_norm": False}
+                "conv_head": "none", "weight_norm": False, "mask_padding": self.params.tam.mask_padding}
 
     def build_model(self, num_classes: int) -> nn.Module:
         """The network, built from :meth:`model_config` (so the model file rebuilds it exactly)."""

@@ -43,7 +43,8 @@ class Recognizer(nn.Module):
     def from_config(cls, cfg: dict) -> Recognizer:
         """The network of a config dict (``arch: recognizer``), as a training method writes it."""
         spm = build_spm(cfg["spm_arch"], tuple(cfg["spm_channels"]))
-        tam = TemporalAggregation(spm.out_dim, cfg["depth"], cfg["hidden"], cfg["dropout"])
+        tam = TemporalAggregation(spm.out_dim, cfg["depth"], cfg["hidden"], cfg["dropout"],
+                                  mask_padding=cfg.get("mask_padding", False))
         return cls(spm, tam, cfg["num_classes"], cfg.get("conv_head", "none"),
                    weight_norm=cfg.get("weight_norm", False))
 
