@@ -5,8 +5,8 @@ Each table row is a set of params overrides (:data:`ROWS`) on top of the project
 a row's experiments by their logged params, not their names, so a row shared by two tables (the depth-4
 baseline, the full CTCA) or a chain-depth study experiment is run once. Differences are paired by seed,
 and each poster claim ("X beats Y") is judged on the paired differences: reproduced when the mean
-difference exceeds two standard errors in the poster's direction, reversed when it does so the other way,
-not significant otherwise.
+difference exceeds two standard errors (over at least 3 seeds) in the poster's direction, reversed when it
+does so the other way, not significant otherwise.
 """
 
 from __future__ import annotations
@@ -217,9 +217,12 @@ def paired(better: Sequence[dict], worse: Sequence[dict], metric: str) -> tuple[
     return statistics.fmean(diffs), se, len(diffs)
 
 
+MIN_SEEDS = 3  # a standard error from 2 seeds has 1 degree of freedom: 2 of them would mean nothing
+
+
 def verdict(mean: float, se: float, n: int) -> str:
-    if n < 2 or math.isnan(se):
-        return "inconclusive (fewer than 2 paired seeds)"
+    if n < MIN_SEEDS or math.isnan(se):
+        return f"inconclusive (fewer than {MIN_SEEDS} paired seeds)"
     if mean > 2 * se:
         return "**reproduced**"
     if mean < -2 * se:
@@ -266,7 +269,8 @@ def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, 
              "edited by hand." + (f" Rerun: `{command}`." if command else ""), "",
              "WER % on SynthSign (greedy decoding, protocol none): mean ± sample standard deviation over seeds. "
              "Δ = row − reference, paired by seed: mean ± standard error. A claim \"X beats Y\" is **reproduced** "
-             "when WER(Y) − WER(X), paired by seed, exceeds two standard errors; the poster's numbers are "
+             "when WER(Y) − WER(X), paired by seed, exceeds two standard errors over at least 3 seeds (fewer: "
+             "inconclusive); the poster's numbers are "
              "PHOENIX-2014's and are shown for the direction only. CTCA rows are our reconstruction "
              "(docs/methods.md#ctca).", ""]
     for table in (t for t in TABLES if t.key in tables):

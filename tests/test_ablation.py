@@ -84,6 +84,7 @@ def test_paired_differences_and_verdicts_by_hand() -> None:
     assert verdict(-mean, se, n) == "not reproduced (reversed)"
     assert verdict(0.5, 0.3, 3).startswith("not reproduced (difference within")
     assert verdict(5.0, math.nan, 1).startswith("inconclusive")
+    assert verdict(5.0, 0.1, 2) == "inconclusive (fewer than 3 paired seeds)"  # 1 degree of freedom
 
 
 def test_queue_skips_done_seeds_and_passes_the_row_params(monkeypatch) -> None:
