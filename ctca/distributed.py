@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ctca.models.norm import convert_sync_batchnorm
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -51,7 +53,7 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device, find_un
     if not ctx.enabled:
         return model
     if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_batchnorm(model)  # masked BatchNorms stay masked
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=find_unused)

@@ -72,7 +72,8 @@ def pretraining_params(params: Params) -> Params:
     """The params of the SPM pretraining run, derived from ``params.yaml`` (one source of truth).
 
     A plain CTC model (``baseline``) at chain depth ``spm.pretrain_depth`` (``tam.mask_padding`` off, so that
-    the switch does not rerun it), ``spm.pretrain_epochs`` epochs at the constant ``spm.pretrain_lr``; everything else (seed, weight decay, loader, AMP) as in training.
+    the switch does not rerun it), ``spm.pretrain_epochs`` epochs at the constant ``spm.pretrain_lr``;
+    everything else (seed, weight decay, loader, AMP) as in training.
     """
     return dataclasses.replace(
         params, model=dataclasses.replace(params.model, method="baseline"),

@@ -202,3 +202,28 @@ def test_tam_padding_reaches_batch_norm_unless_masked(depth):
         out = masked.conv[0](x.transpose(1, 2))
     valid = torch.cat([out[0, :, :36], out[1, :, :23]], dim=1)
     assert torch.allclose(bn.running_mean, valid.mean(dim=1), atol=1e-5)
+
+
+def test_ddp_conversion_keeps_masked_batch_norms_masked():
+    """Under DDP on GPUs every BatchNorm becomes a SyncBatchNorm; torch's conversion would turn a masked one
+    into a plain SyncBatchNorm, which takes no mask. Ours keeps the mask, the tensors and the keys."""
+    from ctca.models.norm import MaskedBatchNorm1d, MaskedSyncBatchNorm, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    model = build_recognizer(cfg("ctca", downsample="k5p2k5p2", mask_padding=True))
+    masked = {n for n, m in model.named_modules() if isinstance(m, MaskedBatchNorm1d)}
+    assert masked  # the front end's and the local path's
+    reference = copy.deepcopy(model).eval()
+    state = model.state_dict()
+    converted = convert_sync_batchnorm(model).eval()
+    kinds = {n: type(m) for n, m in converted.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert {n for n, k in kinds.items() if k is MaskedSyncBatchNorm} == masked
+    assert all(k in (MaskedSyncBatchNorm, nn.SyncBatchNorm) for k in kinds.values())
+    assert all(converted.state_dict()[k] is v or torch.equal(converted.state_dict()[k], v) for k, v in state.items())
+    assert set(converted.state_dict()) == set(state)
+    video, mask = torch.randn(2, 12, 3, 16, 16), torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 8:] = False
+    with torch.no_grad():  # eval mode: running statistics, no process group needed
+        a = converted(video, mask, torch.tensor([12, 8])).logits
+        b = reference(video, mask, torch.tensor([12, 8])).logits
+    assert torch.allclose(a, b, atol=1e-6)
