@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import inspect
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -244,7 +245,7 @@ def fit(
             if (not ctx.enabled and (step - 1) % GRAD_RATIO_EVERY == 0 and len(res.weighted) > 1
                     and out.features.get("spm") is not None):  # one term alone (plain CTC) has nothing to compare
                 for k, r in gradient_ratios(out.features["spm"], res).items():
-                    if r == r:  # NaN when no CTC gradient reaches the SPM: nothing to compare with
+                    if not math.isnan(r):  # NaN when no CTC gradient reaches the SPM: nothing to compare with
                         total_r, n_r = ratios.get(k, (0.0, 0))
                         ratios[k] = [total_r + r, n_r + 1]
             res.total.backward()

@@ -31,11 +31,11 @@ def frames(x: list, b: int, n: int) -> list[list[float]]:
 
 
 def test_reduce_frames_sample_sum_is_a_per_video_sum_averaged_over_videos() -> None:
-    per_frame, owner = torch.tensor([1.0, 2.0, 3.0, 10.0]), torch.tensor([0, 0, 0, 1])
-    assert reduce_frames(per_frame, owner, 2, "sample_sum").item() == pytest.approx((1 + 2 + 3 + 10) / 2)
-    assert reduce_frames(per_frame, owner, 2, "frame_mean").item() == pytest.approx(16 / 4)
+    per_frame = torch.tensor([1.0, 2.0, 3.0, 10.0])  # video 0: three frames, video 1: one
+    assert reduce_frames(per_frame, 2, "sample_sum").item() == pytest.approx((1 + 2 + 3 + 10) / 2)
+    assert reduce_frames(per_frame, 2, "frame_mean").item() == pytest.approx(16 / 4)
     with pytest.raises(ValueError, match="reduction"):
-        reduce_frames(per_frame, owner, 2, "mean")
+        reduce_frames(per_frame, 2, "mean")
 
 
 def infonce_terms(gs, ls, negatives, tau):

@@ -19,8 +19,8 @@ from ctca.losses.distill import valid_mask
 REDUCTIONS = ("sample_sum", "frame_mean")
 
 
-def reduce_frames(per_frame: torch.Tensor, b_idx: torch.Tensor, batch: int, reduction: str) -> torch.Tensor:
-    """One CCKD term's per-frame values (N,) of valid frames, of video ``b_idx`` (N,), as one scalar.
+def reduce_frames(per_frame: torch.Tensor, batch: int, reduction: str) -> torch.Tensor:
+    """One CCKD term's per-frame values (N,) over the valid frames of ``batch`` videos, as one scalar.
 
     ``sample_sum`` (the calibrated scale, docs/methods.md#cckd-scale): summed over each video's frames,
     then averaged over the ``batch`` videos, as CTC is (a per-sample sum over time, mean over the batch),
@@ -65,7 +65,7 @@ def l2g_infonce(
     lv = F.normalize(l.detach()[mask].float(), dim=-1)
     if not mutual_information:  # the positive term alone, -s(i, i) + 1/tau (frame_mean: the first version's)
         scale = 1.0 if reduction == "frame_mean" else 1.0 / tau
-        return reduce_frames(scale * (1.0 - (gv * lv).sum(-1)), b_idx, g.shape[1], reduction)
+        return reduce_frames(scale * (1.0 - (gv * lv).sum(-1)), g.shape[1], reduction)
     sim = gv @ lv.T / tau  # (N, N)
     same = b_idx[:, None] == b_idx[None, :]
     allowed = same & ((t_idx[:, None] - t_idx[None, :]).abs() > exclude)
@@ -73,7 +73,7 @@ def l2g_infonce(
         allowed |= ~same
     allowed |= torch.eye(len(t_idx), dtype=torch.bool, device=g.device)
     per_frame = sim.masked_fill(~allowed, float("-inf")).logsumexp(-1) - sim.diagonal()
-    return reduce_frames(per_frame, b_idx, g.shape[1], reduction)
+    return reduce_frames(per_frame, g.shape[1], reduction)
 
 
 def g2l_correlation(
@@ -100,7 +100,7 @@ def g2l_correlation(
     by ``reduction`` (:func:`reduce_frames`), except that ``frame_mean`` without ω keeps the first
     reconstruction's mean over all valid pairs of the batch, the 8x-rescaling switch the revision fixed.
     """
-    rows, owners = [], []
+    rows = []
     pair_total, pairs = g.new_zeros((), dtype=torch.float32), 0
     for b, n in enumerate(lengths.tolist()):
         gh = F.normalize(g.detach()[:n, b].float(), dim=-1)
@@ -109,7 +109,6 @@ def g2l_correlation(
         if form == "pairwise":
             omega = F.softmax(cos_g / tau, dim=-1) if weighted else torch.full_like(cos_g, 1.0 / n)
             rows.append((omega * (cos_g - cos_l).pow(2)).sum(-1))
-            owners.append(torch.full((n,), b, device=g.device))
             continue
         if form != "kl":
             raise ValueError(f"unknown L_g2l form {form!r}; expected 'kl' or 'pairwise'")
@@ -124,12 +123,11 @@ def g2l_correlation(
             pairs += n if weighted else n * n
             continue
         rows.append(pair_values.sum(-1))
-        owners.append(torch.full((n,), b, device=g.device))
     if reduction == "frame_mean" and form == "kl":
         return pair_total / max(pairs, 1)
     if not rows:
         return g.new_zeros((), dtype=torch.float32)
-    return reduce_frames(torch.cat(rows), torch.cat(owners), g.shape[1], reduction)
+    return reduce_frames(torch.cat(rows), g.shape[1], reduction)
 
 
 def reconstruction(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor,
@@ -143,7 +141,7 @@ def reconstruction(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tens
     diff = pred[mask].float() - target.detach()[mask].float()
     if reduction == "frame_mean":
         return diff.pow(2).mean()
-    return reduce_frames(diff.pow(2).mean(-1), mask.nonzero(as_tuple=True)[1], pred.shape[1], reduction)
+    return reduce_frames(diff.pow(2).mean(-1), pred.shape[1], reduction)
 
 
 def ppmi_svd_embeddings(
@@ -246,4 +244,4 @@ def cmd_feature_kl(
     log_a = F.log_softmax(eh[rows] @ eh.T / tau_t, dim=-1)  # (N, M)
     log_b = F.log_softmax(F.normalize(z[valid].float(), dim=-1) @ eh.T / tau_s, dim=-1)
     per_frame = (log_a.exp() * (log_a - log_b)).sum(-1)
-    return reduce_frames(per_frame, b_idx, z.shape[1], reduction)
+    return reduce_frames(per_frame, z.shape[1], reduction)
