@@ -7,10 +7,15 @@ baseline, the full CTCA) or a chain-depth study experiment is run once. Differen
 and each poster claim ("X beats Y") is judged on the paired differences: reproduced when the mean
 difference exceeds two standard errors (over at least 3 seeds) in the poster's direction, reversed when it
 does so the other way, not significant otherwise.
+
+The MLflow database is not in git, and these runs cost CPU-hours, so every report also writes the runs its
+tables use to :data:`RECORDS` (JSON Lines, committed with the tables). The next report reads them back
+along with MLflow: a fresh clone reproduces the tables, and new seeds are paired with the recorded ones.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import subprocess
@@ -36,6 +41,8 @@ FIRST = {**{k: LEGACY[k] for k in ("ctca.reduction", "ctca.l2g_negatives", "ctca
 NOT_COMPARED = {"train.seed", "train.threads", "train.nproc", "train.device", "train.checkpoint_steps",
                 "iiw.interval"}  # how a run was executed, not what it trained
 ROW_SETTINGS = {"iiw.interval": 0}  # the tables need the final model's WER only
+RECORDS = Path("reports/ctca-runs.jsonl")  # the runs behind reports/ctca-tables.md, one JSON object a line
+RECORD_KEYS = ("train_run", "train.seed", "params", "dev_wer", "test_wer")  # what a record cannot do without
 
 
 def only(*terms: str) -> dict:
@@ -241,9 +248,12 @@ def _diff(m: float, se: float, n: int) -> str:
     return f"{m:+.2f} ± {se:.2f}" if n > 1 else f"{m:+.2f}"
 
 
-def grad_ratio_means(experiments: Sequence[dict], tracking_uri: str | None = None) -> dict[str, float]:
-    """Term -> gradient ratio at the SPM output (``grad_ratio_<term>``), averaged over every logged epoch of
-    every experiment given."""
+def with_grad_ratios(experiments: Sequence[dict], tracking_uri: str | None = None) -> list[dict]:
+    """``experiments`` with ``grad_ratios`` (term -> the value of ``grad_ratio_<term>`` at every logged epoch)
+    read from their MLflow train runs, for those that do not carry it yet (records already do)."""
+    todo = [e for e in experiments if "grad_ratios" not in e]
+    if not any(k.startswith("grad_ratio_") for e in todo for k in e.get("train_metrics", {})):
+        return [dict(e) for e in experiments]
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -251,22 +261,78 @@ def grad_ratio_means(experiments: Sequence[dict], tracking_uri: str | None = Non
 
     mlflow.set_tracking_uri(tracking_uri or default_uri())
     client = MlflowClient()
+    out = []
+    for e in experiments:
+        e = dict(e)
+        if "grad_ratios" not in e:
+            e["grad_ratios"] = {
+                key.removeprefix("grad_ratio_"): [m.value for m in sorted(
+                    client.get_metric_history(e["train_run"], key), key=lambda m: m.step)]
+                for key in sorted(e.get("train_metrics", {})) if key.startswith("grad_ratio_")}
+        out.append(e)
+    return out
+
+
+def grad_ratio_means(experiments: Sequence[dict]) -> dict[str, float]:
+    """Term -> gradient ratio at the SPM output, averaged over every logged epoch of every experiment given
+    (their ``grad_ratios``: :func:`with_grad_ratios`)."""
     values: dict[str, list[float]] = {}
     for e in experiments:
-        for key in e.get("train_metrics", {}):
-            if key.startswith("grad_ratio_"):
-                history = client.get_metric_history(e["train_run"], key)
-                values.setdefault(key.removeprefix("grad_ratio_"), []).extend(m.value for m in history)
+        for term, history in e.get("grad_ratios", {}).items():
+            values.setdefault(term, []).extend(history)
     return {k: statistics.fmean(v) for k, v in sorted(values.items()) if v}
 
 
+def load_records(path: Path | str = RECORDS) -> list[dict]:
+    """The runs a previous report recorded (none when ``path`` does not exist). A line that is not a JSON
+    object with :data:`RECORD_KEYS` is refused with its file and line number: a half-merged file must not
+    silently drop seeds from the tables."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc.msg}); expected one run record per line") from None
+        missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ValueError(f"{path}:{n}: a run record needs {', '.join(RECORD_KEYS)}; missing {', '.join(missing)}")
+        records.append(record)
+    return records
+
+
+def merge(recorded: Sequence[dict], tracked: Sequence[dict]) -> list[dict]:
+    """One experiment per train run: MLflow's (``tracked``) where both have it, ordered by training start."""
+    by_run = {e["train_run"]: e for e in recorded}
+    by_run.update({e["train_run"]: e for e in tracked})
+    return sorted(by_run.values(), key=lambda e: e.get("started") or 0)
+
+
+def save_records(assigned: dict[str, list[dict]], path: Path | str = RECORDS) -> int:
+    """Write every row's experiments (:func:`assign`) to ``path``, row by row in :data:`ROWS` order and by
+    seed, each with its ``row``; the number written. A run that a later run of the same (row, seed)
+    replaced is not kept: the file holds what the tables show."""
+    lines = []
+    for row in ROWS:
+        for e in assigned.get(row, []):
+            lines.append(json.dumps({**e, "row": row}, sort_keys=True))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(f"{line}\n" for line in lines))
+    return len(lines)
+
+
 def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, ratios: bool = True,
-           tracking_uri: str | None = None, command: str = "") -> str:
+           command: str = "") -> str:
     """Markdown of ``tables``: per row mean ± sd over seeds, paired differences, the poster's values and
     each claim's verdict; then the CCKD gradient ratios of the CTCA rows."""
     lines = ["# CTCA's tables on SynthSign", "",
-             "Generated by `ctca ablation report` from the MLflow runs of the DVC experiments; nothing here is "
-             "edited by hand." + (f" Rerun: `{command}`." if command else ""), "",
+             "Generated by `ctca ablation report` from the MLflow runs of the DVC experiments and the runs recorded "
+             f"in `{RECORDS}` (written with these tables); nothing here is edited by hand."
+             + (f" Rerun: `{command}`." if command else ""), "",
              "WER % on SynthSign (greedy decoding, protocol none): mean ± sample standard deviation over seeds. "
              "Δ = row − reference, paired by seed: mean ± standard error. A claim \"X beats Y\" is **reproduced** "
              "when WER(Y) − WER(X), paired by seed, exceeds two standard errors over at least 3 seeds (fewer: "
@@ -309,7 +375,7 @@ def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, 
         for row in table_rows(tables):
             if not row.startswith(("ctca", "first")) or not assigned.get(row):
                 continue
-            means = grad_ratio_means(assigned[row], tracking_uri)
+            means = grad_ratio_means(assigned[row])
             if means:
                 lines.append(f"| `{row}` | " + " | ".join(
                     f"{means[k]:.3f}" if k in means else "–" for k in ("ctc_global", "ctc_local", *CCKD)) + " |")

@@ -192,7 +192,17 @@ def _compare(args: argparse.Namespace) -> int:
 def _ablation(args: argparse.Namespace) -> int:
     import yaml
 
-    from ctca.ablation import ROWS, TABLE_KEYS, assign, queue, report
+    from ctca.ablation import (
+        ROWS,
+        TABLE_KEYS,
+        assign,
+        load_records,
+        merge,
+        queue,
+        report,
+        save_records,
+        with_grad_ratios,
+    )
     from ctca.compare import collect
 
     tables = args.tables or list(TABLE_KEYS)
@@ -201,7 +211,12 @@ def _ablation(args: argparse.Namespace) -> int:
         print(f"error: unknown table(s) {', '.join(unknown)}; allowed: {', '.join(TABLE_KEYS)}", file=sys.stderr)
         return 2
     base = yaml.safe_load(Path("params.yaml").read_text())
-    assigned = assign(collect(args.experiment), base)
+    try:
+        recorded = load_records(args.records)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    assigned = assign(merge(recorded, collect(args.experiment)), base)
     if args.action == "queue":
         unknown = sorted(set(args.rows) - set(ROWS))
         if unknown:
@@ -211,11 +226,15 @@ def _ablation(args: argparse.Namespace) -> int:
         print(f"queued {len(names)} experiments (rows with a finished experiment per seed are skipped): "
               f"{' '.join(names)}\nrun them with: dvc queue start -j 2, then: ctca ablation report")
         return 0
-    command = "ctca ablation report" + (f" --tables {' '.join(tables)}" if args.tables else "") + f" --out {args.out}"
+    command = ("ctca ablation report" + (f" --tables {' '.join(tables)}" if args.tables else "") + f" --out {args.out}"
+               + (f" --records {args.records}" if args.records != "reports/ctca-runs.jsonl" else ""))
+    assigned = {row: with_grad_ratios(members) for row, members in assigned.items()}
     text = report(assigned, tables, command=command)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text, end="")
+    n = save_records(assigned, args.records)
+    print(f"\n{args.out}: written; {args.records}: {n} run records (commit both: MLflow's database is not in git)")
     return 0
 
 
@@ -323,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="queue: only these rows (ctca.ablation.ROWS), in this order")
     p.add_argument("--out", default="reports/ctca-tables.md", help="report file")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
+    p.add_argument("--records", default="reports/ctca-runs.jsonl",
+                   help="the runs behind the tables, read back with MLflow's and rewritten by each report")
     p.set_defaults(func=_ablation)
 
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")

@@ -3,7 +3,9 @@ seed, claims are judged against two standard errors, and queueing skips what is 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -135,4 +137,82 @@ def test_grad_ratios_are_averaged_over_every_logged_epoch_of_every_seed(tmp_path
             r.log_metrics({"dev_wer": 10.0, "test_wer": 11.0})
     exps = collect()
     assert sorted(e["train_metrics"]["grad_ratio_l2g"] for e in exps) == [0.3, 0.5]  # latest value per run
+    exps = ablation.with_grad_ratios(exps)
+    assert sorted(e["grad_ratios"]["l2g"] for e in exps) == [[0.1, 0.3], [0.5]]  # every epoch, in order
     assert ablation.grad_ratio_means(exps) == {"ctc_local": 1.0, "l2g": pytest.approx(0.3)}  # (0.1 + 0.3 + 0.5) / 3
+    # recorded runs keep their histories: the means come back without MLflow
+    ablation.save_records({"ctca": exps}, tmp_path / "runs.jsonl")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))  # an empty MLflow
+    back = ablation.with_grad_ratios(ablation.load_records(tmp_path / "runs.jsonl"))
+    assert ablation.grad_ratio_means(back) == {"ctc_local": 1.0, "l2g": pytest.approx(0.3)}
+
+
+def recorded(row: str, seed: int, dev: float, run: str, started: int) -> dict:
+    return {**experiment(row, seed, dev, dev + 2, started=started), "train_run": run}
+
+
+def test_records_reproduce_the_tables_without_mlflow(tmp_path) -> None:
+    runs = [recorded(row, s, 10.0 + s + (row == "ctca-first") * (3 + s / 2), f"{row}{s}", s)
+            for row in ("ctca", "ctca-first") for s in (0, 1, 2)]
+    assigned = assign(runs, BASE)
+    path = tmp_path / "reports" / "runs.jsonl"
+    assert ablation.save_records(assigned, path) == 6
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["row"] for line in lines] == ["ctca"] * 3 + ["ctca-first"] * 3  # ROWS order, by seed
+    again = assign(ablation.merge(ablation.load_records(path), []), BASE)
+    for row in ("ctca", "ctca-first"):
+        assert [{k: v for k, v in e.items() if k != "row"} for e in again[row]] == assigned[row]
+    text = report(again, ["methods"], ratios=False)
+    # first - revised per seed: 3, 3.5, 4 -> mean 3.50, se 0.29
+    assert "| CTCA, revised reconstruction beats CTCA, first reconstruction | +3.50 ± 0.29 (3) | **reproduced** |" in text
+    assert text == report(assigned, ["methods"], ratios=False)
+
+
+def test_a_new_run_of_a_recorded_seed_replaces_it_and_mlflow_wins_for_the_same_run() -> None:
+    old = [recorded("ctca", s, 10.0, f"old{s}", started=s) for s in (0, 1)]
+    tracked = [recorded("ctca", 1, 7.0, "new1", started=10), recorded("ctca", 2, 8.0, "new2", started=11),
+               {**recorded("ctca", 0, 10.0, "old0", started=0), "test_wer": 99.0}]  # the same run, as MLflow has it
+    merged = ablation.merge(old, tracked)
+    assert sorted(e["train_run"] for e in merged) == ["new1", "new2", "old0", "old1"]
+    rows = assign(merged, BASE)["ctca"]
+    assert [(e["train.seed"], e["dev_wer"], e["test_wer"]) for e in rows] == [("0", 10.0, 99.0), ("1", 7.0, 9.0),
+                                                                              ("2", 8.0, 10.0)]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "runs.jsonl:2: not JSON"),
+    ('{"train_run": "a", "params": {}}', "runs.jsonl:2: a run record needs train_run, train.seed, params, dev_wer, "
+                                        "test_wer; missing train.seed, dev_wer, test_wer"),
+    ("[1, 2]", "runs.jsonl:2: a run record needs"),
+])
+def test_a_bad_record_line_is_refused_with_its_file_and_line(tmp_path, line, message) -> None:
+    good = json.dumps(recorded("ctca", 0, 10.0, "r0", 0))
+    (tmp_path / "runs.jsonl").write_text(f"{good}\n{line}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ablation.load_records(tmp_path / "runs.jsonl")
+    assert ablation.load_records(tmp_path / "absent.jsonl") == []
+
+
+def test_the_report_command_rebuilds_the_tables_from_the_records_alone(tmp_path, monkeypatch, capsys) -> None:
+    """A fresh clone has the committed records and no MLflow database: the command gives the same tables,
+    and a corrupt record file is an error naming it, with nothing rewritten."""
+    pytest.importorskip("mlflow")
+    from ctca.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(BASE))
+    runs = [recorded(row, s, 10.0 + s + (row == "ctca-first") * (3 + s / 2), f"{row}{s}", s)
+            for row in ("ctca", "ctca-first") for s in (0, 1, 2)]
+    ablation.save_records(assign(runs, BASE), tmp_path / "reports" / "ctca-runs.jsonl")
+    before = (tmp_path / "reports" / "ctca-runs.jsonl").read_text()
+    assert main(["ablation", "report", "--tables", "methods"]) == 0
+    text = (tmp_path / "reports" / "ctca-tables.md").read_text()
+    assert "| CTCA, revised reconstruction beats CTCA, first reconstruction | +3.50 ± 0.29 (3) | **reproduced** |" in text
+    assert (tmp_path / "reports" / "ctca-runs.jsonl").read_text() == before
+    (tmp_path / "reports" / "ctca-runs.jsonl").write_text(before + "{oops\n")
+    capsys.readouterr()
+    assert main(["ablation", "report"]) == 2
+    assert "reports/ctca-runs.jsonl:7: not JSON" in capsys.readouterr().err
+    assert (tmp_path / "reports" / "ctca-tables.md").read_text() == text
