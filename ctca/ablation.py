@@ -15,7 +15,6 @@ along with MLflow: a fresh clone reproduces the tables, and new seeds are paired
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import subprocess
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from ctca.compare import _pm, mean_std
+from ctca.compare import _pm, mean_std, write_records
+from ctca.compare import load_records as _load_records
 from ctca.config import parse_params, to_dict
 
 CCKD = ("l2g", "g2l", "rc", "cmd")
@@ -283,46 +283,16 @@ def grad_ratio_means(experiments: Sequence[dict]) -> dict[str, float]:
     return {k: statistics.fmean(v) for k, v in sorted(values.items()) if v}
 
 
-def load_records(path: Path | str = RECORDS) -> list[dict]:
-    """The runs a previous report recorded (none when ``path`` does not exist). A line that is not a JSON
-    object with :data:`RECORD_KEYS` is refused with its file and line number: a half-merged file must not
-    silently drop seeds from the tables."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not JSON ({exc.msg}); expected one run record per line") from None
-        missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
-        if missing:
-            raise ValueError(f"{path}:{n}: a run record needs {', '.join(RECORD_KEYS)}; missing {', '.join(missing)}")
-        records.append(record)
-    return records
-
-
-def merge(recorded: Sequence[dict], tracked: Sequence[dict]) -> list[dict]:
-    """One experiment per train run: MLflow's (``tracked``) where both have it, ordered by training start."""
-    by_run = {e["train_run"]: e for e in recorded}
-    by_run.update({e["train_run"]: e for e in tracked})
-    return sorted(by_run.values(), key=lambda e: e.get("started") or 0)
-
-
 def save_records(assigned: dict[str, list[dict]], path: Path | str = RECORDS) -> int:
     """Write every row's experiments (:func:`assign`) to ``path``, row by row in :data:`ROWS` order and by
     seed, each with its ``row``; the number written. A run that a later run of the same (row, seed)
     replaced is not kept: the file holds what the tables show."""
-    lines = []
-    for row in ROWS:
-        for e in assigned.get(row, []):
-            lines.append(json.dumps({**e, "row": row}, sort_keys=True))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("".join(f"{line}\n" for line in lines))
-    return len(lines)
+    return write_records(path, ({**e, "row": row} for row in ROWS for e in assigned.get(row, [])))
+
+
+def load_records(path: Path | str = RECORDS) -> list[dict]:
+    """The runs a previous report recorded (``ctca.compare.load_records``, each with :data:`RECORD_KEYS`)."""
+    return _load_records(path, RECORD_KEYS)
 
 
 def report(assigned: dict[str, list[dict]], tables: Sequence[str] = TABLE_KEYS, ratios: bool = True,

@@ -197,13 +197,12 @@ def _ablation(args: argparse.Namespace) -> int:
         TABLE_KEYS,
         assign,
         load_records,
-        merge,
         queue,
         report,
         save_records,
         with_grad_ratios,
     )
-    from ctca.compare import collect
+    from ctca.compare import collect, merge_records
 
     tables = args.tables or list(TABLE_KEYS)
     unknown = sorted(set(tables) - set(TABLE_KEYS))
@@ -216,7 +215,7 @@ def _ablation(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    assigned = assign(merge(recorded, collect(args.experiment)), base)
+    assigned = assign(merge_records(recorded, collect(args.experiment)), base)
     if args.action == "queue":
         unknown = sorted(set(args.rows) - set(ROWS))
         if unknown:
@@ -239,9 +238,16 @@ def _ablation(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from ctca.compare import collect
+    from ctca.compare import collect, load_records, merge_records
     from ctca.pipeline import FIGURES_DIR, STUDY_DIR
-    from ctca.study import depth_report, queue_depth_study
+    from ctca.study import (
+        RECORD_KEYS,
+        depth_report,
+        queue_depth_study,
+        save_records,
+        study_rows,
+        with_iiw_epochs,
+    )
 
     if args.action == "queue":
         names = queue_depth_study(args.depths, args.seeds, args.set)
@@ -253,13 +259,20 @@ def _study(args: argparse.Namespace) -> int:
         print(f"error: --out {out}: its figures would go to {FIGURES_DIR}, the report stage's output, which the "
               f"next report run replaces; use another folder (default {STUDY_DIR})", file=sys.stderr)
         return 2
-    rows = [r for r in collect(args.experiment, stages=("iiw",))
-            if r.get("model.method") == "baseline" and "iiw.final_iiw_spm_fisher_group" in r]
+    records = out.parent / "runs.jsonl"
+    try:
+        recorded = load_records(records, RECORD_KEYS)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = study_rows(merge_records(recorded, collect(args.experiment, stages=("iiw",))))
     if not rows:
-        print("error: no finished chain-depth experiment (baseline with an iiw stage run) in MLflow; "
+        print(f"error: no finished chain-depth experiment (baseline with an iiw stage run) in MLflow or {records}; "
               "run `ctca study queue` and `dvc queue start` first", file=sys.stderr)
         return 2
+    rows = with_iiw_epochs(rows)
     out = depth_report(rows, out, out.parent / "figures")
+    save_records(rows, records)
     print(out.read_text())
     return 0
 

@@ -5,13 +5,19 @@ An experiment's row joins its latest finished ``train`` run (method, chain depth
 with its latest finished ``evaluate`` run (WER, del %, ins % per split, ms per video). Groups (e.g. by
 ``model.method`` or ``tam.depth``) then show mean ± standard deviation over the experiments (seeds) in
 the group, and how many there were, so a difference can be read against the seed-to-seed spread.
+
+MLflow's database is not in git. The reports built from many experiments (``ctca ablation report``,
+``ctca study report``) therefore also write the rows they use as *records* (JSON Lines, committed next
+to the report) and read them back with MLflow's rows (:func:`load_records`, :func:`merge_records`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 TRAIN_PARAMS = ("model.method", "tam.depth", "train.seed", "train.epochs", "data.dataset")
 EVAL_METRICS = ("dev_wer", "dev_del", "dev_ins", "test_wer", "test_del", "test_ins", "test_ms_per_video")
@@ -127,3 +133,40 @@ def comparison_markdown(rows: Sequence[dict], by: str = "model.method", title: s
 
 def _fmt(x, digits: int = 2) -> str:
     return "–" if x is None else f"{float(x):.{digits}f}"
+
+
+def load_records(path: Path | str, required: Sequence[str] = ("train_run",)) -> list[dict]:
+    """The rows a previous report recorded at ``path`` (none when it does not exist). A line that is not a
+    JSON object with the ``required`` keys is refused with its file and line number: a half-merged file
+    must not silently drop seeds from a report."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not JSON ({exc.msg}); expected one run record per line") from None
+        missing = [k for k in required if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise ValueError(f"{path}:{n}: a run record needs {', '.join(required)}; missing {', '.join(missing)}")
+        records.append(record)
+    return records
+
+
+def merge_records(recorded: Sequence[dict], tracked: Sequence[dict]) -> list[dict]:
+    """One row per train run: MLflow's (``tracked``) where both have it, ordered by training start."""
+    by_run = {e["train_run"]: e for e in recorded}
+    by_run.update({e["train_run"]: e for e in tracked})
+    return sorted(by_run.values(), key=lambda e: e.get("started") or 0)
+
+
+def write_records(path: Path | str, records: Iterable[dict]) -> int:
+    """Write ``records`` to ``path``, one JSON object a line (keys sorted, so a rerun diffs cleanly); how many."""
+    lines = [json.dumps(r, sort_keys=True) for r in records]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(f"{line}\n" for line in lines))
+    return len(lines)

@@ -3,7 +3,8 @@
 ``queue_depth_study`` queues one DVC experiment per (``tam.depth``, ``train.seed``) with
 ``dvc exp run --queue``; ``dvc queue start -j N`` runs them (each in its own temporary clone, all
 logging to the project's MLflow store). ``depth_report`` reads the finished experiments back from
-MLflow and writes the paper's comparison: IIW of the SPM and of the TAM against depth (final model),
+MLflow and from the records of earlier reports (``runs.jsonl`` next to it, committed: ``ctca.compare``)
+and writes the paper's comparison: IIW of the SPM and of the TAM against depth (final model),
 their per-epoch curves by depth, and WER against depth, each with error bars over seeds.
 """
 
@@ -19,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ctca.compare import group, mean_std  # noqa: E402
+from ctca.compare import _sort_key, group, mean_std, write_records  # noqa: E402
 
 ESTIMATORS = {"fisher_group": "IIW, paper estimator (Fisher)", "official": "IIW, reference-code estimator"}
 
@@ -39,10 +40,17 @@ def queue_depth_study(depths: Sequence[int], seeds: Sequence[int], extra: Sequen
     return names
 
 
-def epoch_curves(rows: Sequence[dict], metric: str, tracking_uri: str | None = None) -> dict[str, dict[int, list]]:
-    """``metric`` per epoch for each row's iiw run (``iiw_run``: the iiw stage logs the snapshots' IIW at
-    step = epoch), grouped by depth: {depth: {epoch: [values over seeds]}}. Step 0 is not an epoch curve
-    point (the iiw stage logs the selected model's values without a step)."""
+EPOCH_METRICS = ("iiw_spm_fisher_group", "iiw_tam_fisher_group")  # the per-epoch curves the report draws
+RECORD_KEYS = ("train_run", "tam.depth", "train.seed", "iiw.final_iiw_spm_fisher_group")
+
+
+def with_iiw_epochs(rows: Sequence[dict], tracking_uri: str | None = None) -> list[dict]:
+    """``rows`` with ``iiw_epochs`` ({metric: [[epoch, value], ...]} for :data:`EPOCH_METRICS`) read from each
+    row's iiw run (``iiw_run``: the iiw stage logs the snapshots' IIW at step = epoch), for rows that do not
+    carry it yet (records already do). Step 0 is not a curve point: the iiw stage logs the selected
+    model's values without a step."""
+    if all("iiw_epochs" in r for r in rows):
+        return [dict(r) for r in rows]
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -50,13 +58,41 @@ def epoch_curves(rows: Sequence[dict], metric: str, tracking_uri: str | None = N
 
     mlflow.set_tracking_uri(tracking_uri or default_uri())
     client = MlflowClient()
+    out = []
+    for r in rows:
+        r = dict(r)
+        if "iiw_epochs" not in r:
+            r["iiw_epochs"] = {metric: sorted([m.step, m.value] for m in client.get_metric_history(r["iiw_run"], metric)
+                                              if m.step >= 1) for metric in EPOCH_METRICS}
+        out.append(r)
+    return out
+
+
+def epoch_curves(rows: Sequence[dict], metric: str) -> dict[str, dict[int, list]]:
+    """``metric`` per epoch (the rows' ``iiw_epochs``: :func:`with_iiw_epochs`), grouped by depth:
+    {depth: {epoch: [values over seeds]}}."""
     out: dict[str, dict[int, list]] = {}
     for row in rows:
-        for m in client.get_metric_history(row["iiw_run"], metric):
-            if m.step < 1:
-                continue
-            out.setdefault(str(row["tam.depth"]), {}).setdefault(m.step, []).append(m.value)
+        for step, value in row.get("iiw_epochs", {}).get(metric, []):
+            out.setdefault(str(row["tam.depth"]), {}).setdefault(int(step), []).append(value)
     return out
+
+
+def study_rows(experiments: Sequence[dict]) -> list[dict]:
+    """The chain-depth study's experiments among ``experiments`` (oldest first): baseline runs with an iiw
+    stage that measured IIW during training (``iiw.interval`` > 0; the ablation tables' baseline rows run
+    with 0 and draw no curves), the latest per (depth, seed), so a rerun replaces a run, not doubles it."""
+    latest: dict[tuple[str, str], dict] = {}
+    for r in sorted(experiments, key=lambda r: r.get("started") or 0):
+        if (r.get("model.method") == "baseline" and "iiw.final_iiw_spm_fisher_group" in r
+                and str(r.get("params", {}).get("iiw.interval", "1")) != "0"):
+            latest[(str(r.get("tam.depth")), str(r.get("train.seed")))] = r
+    return sorted(latest.values(), key=lambda r: r.get("started") or 0)
+
+
+def save_records(rows: Sequence[dict], path: Path | str) -> int:
+    """Record the study's rows (with their ``iiw_epochs``) at ``path``, by depth and seed; how many."""
+    return write_records(path, sorted(rows, key=lambda r: (_sort_key(str(r["tam.depth"])), _sort_key(str(r["train.seed"])))))
 
 
 def log_stats(values) -> tuple[float, float, float, int]:
@@ -85,7 +121,7 @@ def _errorbar(ax, groups: dict[str, list[dict]], key: str, label: str, fmt: str 
         ax.errorbar(xs, ms, yerr=[lo, hi], fmt=fmt, capsize=4, label=label)
 
 
-def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri: str | None = None) -> Path:
+def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path) -> Path:
     """``out_md`` (``ctca study report``: the README of reports/study/) and its figures in ``fig_dir``: IIW (SPM,
     TAM) and WER against chain depth, IIW per epoch by depth. The markdown links ``figures/<name>.png``, so
     ``fig_dir`` is ``out_md.parent / "figures"``."""
@@ -120,7 +156,7 @@ def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, module in zip(axes, ("spm", "tam"), strict=True):
-        curves = epoch_curves(rows, f"iiw_{module}_fisher_group", tracking_uri)
+        curves = epoch_curves(rows, f"iiw_{module}_fisher_group")
         for depth in sorted(curves, key=int):
             epochs = sorted(curves[depth])
             stats = [log_stats(curves[depth][e]) for e in epochs]
@@ -143,7 +179,8 @@ def depth_report(rows: Sequence[dict], out_md: Path, fig_dir: Path, tracking_uri
         return "–" if not n else (fmt + " ± " + fmt).format(m, s)
 
     lines = ["# Chain-depth study", "",
-             f"{len(rows)} DVC experiments (`tam.depth` × `train.seed`), gathered from MLflow. IIW of the trained "
+             f"{len(rows)} DVC experiments (`tam.depth` × `train.seed`), gathered from MLflow and the runs recorded in "
+             "`runs.jsonl` next to this file (MLflow's database is not in git; commit both). IIW of the trained "
              "model with θ0 = its initial weights, on a fixed seeded training subset; mean ± sample std over seeds. "
              "Compare each module across depths (absolute values across modules are not comparable).", "",
              "| depth | seeds | IIW SPM (paper) | IIW TAM (paper) | IIW SPM (ref. code) | IIW TAM (ref. code) | "

@@ -25,6 +25,7 @@ from ctca.ablation import (
     report,
     verdict,
 )
+from ctca.compare import merge_records
 
 BASE = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 
@@ -159,7 +160,7 @@ def test_records_reproduce_the_tables_without_mlflow(tmp_path) -> None:
     assert ablation.save_records(assigned, path) == 6
     lines = path.read_text().splitlines()
     assert [json.loads(line)["row"] for line in lines] == ["ctca"] * 3 + ["ctca-first"] * 3  # ROWS order, by seed
-    again = assign(ablation.merge(ablation.load_records(path), []), BASE)
+    again = assign(merge_records(ablation.load_records(path), []), BASE)
     for row in ("ctca", "ctca-first"):
         assert [{k: v for k, v in e.items() if k != "row"} for e in again[row]] == assigned[row]
     text = report(again, ["methods"], ratios=False)
@@ -172,7 +173,7 @@ def test_a_new_run_of_a_recorded_seed_replaces_it_and_mlflow_wins_for_the_same_r
     old = [recorded("ctca", s, 10.0, f"old{s}", started=s) for s in (0, 1)]
     tracked = [recorded("ctca", 1, 7.0, "new1", started=10), recorded("ctca", 2, 8.0, "new2", started=11),
                {**recorded("ctca", 0, 10.0, "old0", started=0), "test_wer": 99.0}]  # the same run, as MLflow has it
-    merged = ablation.merge(old, tracked)
+    merged = merge_records(old, tracked)
     assert sorted(e["train_run"] for e in merged) == ["new1", "new2", "old0", "old1"]
     rows = assign(merged, BASE)["ctca"]
     assert [(e["train.seed"], e["dev_wer"], e["test_wer"]) for e in rows] == [("0", 10.0, 99.0), ("1", 7.0, 9.0),

@@ -36,12 +36,18 @@ def test_study_report_writes_its_own_folder_that_no_stage_declares(tmp_path, mon
     from ctca.cli import main
     from ctca.pipeline import FIGURES_DIR, REPORT_FILE, STUDY_DIR
 
-    rows = [row(1, 0, 8.0, 1.0, 30.0), row(2, 0, 4.0, 5.0, 25.0)]
+    curve = {m: [[1, 1.0], [2, 0.5]] for m in study.EPOCH_METRICS}
+    rows = [{**row(1, 0, 8.0, 1.0, 30.0), "iiw_epochs": curve}, {**row(2, 0, 4.0, 5.0, 25.0), "iiw_epochs": curve}]
     monkeypatch.setattr(ctca.compare, "collect", lambda experiment, stages=(): rows)
-    monkeypatch.setattr(study, "epoch_curves", lambda rows, metric, uri=None: {"1": {1: [1.0]}})
     monkeypatch.chdir(tmp_path)
     assert main(["study", "report"]) == 0
     assert (tmp_path / STUDY_DIR / "README.md").is_file()
+    # the rows are recorded next to it; without MLflow (a fresh clone) the same report comes back from them
+    assert len((tmp_path / STUDY_DIR / "runs.jsonl").read_text().splitlines()) == 2
+    first = (tmp_path / STUDY_DIR / "README.md").read_text()
+    monkeypatch.setattr(ctca.compare, "collect", lambda experiment, stages=(): [])
+    assert main(["study", "report"]) == 0
+    assert (tmp_path / STUDY_DIR / "README.md").read_text() == first
     assert (tmp_path / STUDY_DIR / "figures" / "depth_iiw.png").is_file() and not (tmp_path / FIGURES_DIR).exists()
     # a folder whose figures/ is the report stage's output is refused: the next report run would delete them
     assert main(["study", "report", "--out", "reports/depth_study.md"]) == 2
@@ -75,4 +81,15 @@ def test_epoch_curves_come_from_the_iiw_runs_per_epoch_history(tmp_path, monkeyp
         r.log_metrics({"dev_wer": 10.0})
     (row,) = collect(stages=("iiw",))
     assert row["iiw_run"] and row["iiw.final_iiw_spm_fisher_group"] == 2.5  # the selected model, not the last epoch
-    assert study.epoch_curves([row], "iiw_spm_fisher_group", mlflow.get_tracking_uri()) == {"2": {1: [2.0], 2: [3.0]}}
+    (row,) = study.with_iiw_epochs([row], mlflow.get_tracking_uri())
+    assert row["iiw_epochs"]["iiw_spm_fisher_group"] == [[1, 2.0], [2, 3.0]]
+    assert study.epoch_curves([row], "iiw_spm_fisher_group") == {"2": {1: [2.0], 2: [3.0]}}
+
+
+def test_the_study_is_the_latest_run_per_depth_and_seed_that_measured_iiw_per_epoch():
+    runs = [{**row(2, 0, 4.0, 5.0, 25.0), "started": 1, "params": {"iiw.interval": "1"}},
+            {**row(2, 0, 3.0, 5.0, 21.0), "train_run": "rerun", "started": 2},
+            {**row(2, 1, 4.0, 5.0, 25.0), "train_run": "table", "started": 3, "params": {"iiw.interval": "0"}},
+            {**row(3, 1, 4.0, 5.0, 25.0), "model.method": "vac", "started": 4},
+            {k: v for k, v in row(4, 0, 4.0, 5.0, 25.0).items() if not k.startswith("iiw.")}]
+    assert [r["train_run"] for r in study.study_rows(runs)] == ["rerun"]
