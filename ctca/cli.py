@@ -193,6 +193,7 @@ def _ablation(args: argparse.Namespace) -> int:
     import yaml
 
     from ctca.ablation import (
+        RECORDS,
         ROWS,
         TABLE_KEYS,
         assign,
@@ -210,8 +211,9 @@ def _ablation(args: argparse.Namespace) -> int:
         print(f"error: unknown table(s) {', '.join(unknown)}; allowed: {', '.join(TABLE_KEYS)}", file=sys.stderr)
         return 2
     base = yaml.safe_load(Path("params.yaml").read_text())
+    records = args.records or RECORDS
     try:
-        recorded = load_records(args.records)
+        recorded = load_records(records)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -226,14 +228,14 @@ def _ablation(args: argparse.Namespace) -> int:
               f"{' '.join(names)}\nrun them with: dvc queue start -j 2, then: ctca ablation report")
         return 0
     command = ("ctca ablation report" + (f" --tables {' '.join(tables)}" if args.tables else "") + f" --out {args.out}"
-               + (f" --records {args.records}" if args.records != "reports/ctca-runs.jsonl" else ""))
+               + (f" --records {args.records}" if args.records else ""))
     assigned = {row: with_grad_ratios(members) for row, members in assigned.items()}
     text = report(assigned, tables, command=command)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text, end="")
-    n = save_records(assigned, args.records)
-    print(f"\n{args.out}: written; {args.records}: {n} run records (commit both: MLflow's database is not in git)")
+    n = save_records(assigned, records)
+    print(f"\n{args.out}: written; {records}: {n} run records (commit both: MLflow's database is not in git)")
     return 0
 
 
@@ -355,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="queue: only these rows (ctca.ablation.ROWS), in this order")
     p.add_argument("--out", default="reports/ctca-tables.md", help="report file")
     p.add_argument("--experiment", default="ctca", help="MLflow experiment (tracking.experiment)")
-    p.add_argument("--records", default="reports/ctca-runs.jsonl",
-                   help="the runs behind the tables, read back with MLflow's and rewritten by each report")
+    p.add_argument("--records", default=None,
+                   help="the runs behind the tables, read back with MLflow's and rewritten by each report "
+                        "(default: reports/ctca-runs.jsonl)")
     p.set_defaults(func=_ablation)
 
     p = sub.add_parser("sync-exps", help="tag MLflow runs with their DVC experiment commit")
